@@ -1,0 +1,2 @@
+//! The `herald` command.
+fn main() {}
