@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 
 use crate::Decoded;
 
+/// The smallest wait once attempts keep failing, whatever `retry:` said.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Waits are capped here (a `retry:` of `u64::MAX` ms would otherwise overflow the clock).
+const LONGEST_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// `EventSource.readyState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadyState {
@@ -264,7 +269,8 @@ impl ConnectionModel {
     }
 
     /// Takes what the stream's decoder reported: a `retry:` sets the reconnection time; an event
-    /// carries the last event id and counts as progress.
+    /// carries the last event id and counts as progress (a `retry:` alone does not, so a server
+    /// that sends `retry: 0` and hangs up still meets the backoff).
     pub fn on_decoded(&mut self, item: &Decoded) {
         match item {
             Decoded::Retry(ms) => self.reconnection_time = Duration::from_millis(*ms),
@@ -272,9 +278,9 @@ impl ConnectionModel {
                 if self.last_event_id != e.last_event_id {
                     self.last_event_id.clone_from(&e.last_event_id);
                 }
+                self.progressed = true;
             }
         }
-        self.progressed = true;
     }
 
     /// Sets the last event id directly: after each read, pass the decoder's
@@ -311,17 +317,18 @@ impl ConnectionModel {
             self.progressed = false;
         }
         self.failures = self.failures.saturating_add(1);
-        let delay = self.backoff();
+        let delay = self.backoff().min(LONGEST_WAIT);
         let at = now.checked_add(delay).unwrap_or(now);
         self.phase = Phase::Waiting(at);
         at
     }
 
     fn backoff(&mut self) -> Duration {
-        let base = self.reconnection_time;
         if self.failures <= 1 {
-            return base;
+            return self.reconnection_time;
         }
+        // A server may have set `retry: 0`; repeated failures must still slow down.
+        let base = self.reconnection_time.max(MIN_BACKOFF);
         let doublings = (self.failures - 1).min(20);
         let grown = base.saturating_mul(1u32 << doublings);
         let capped = grown.min(self.config.max_backoff.max(base));
@@ -575,6 +582,37 @@ mod tests {
             ResponseVerdict::Reconnect(t0 + ms(3000))
         );
         assert_eq!(m.ready_state(), ReadyState::Connecting);
+    }
+
+    #[test]
+    fn retry_zero_still_backs_off_when_failures_repeat() {
+        let t0 = Instant::now();
+        let mut m = ConnectionModel::new(ReconnectConfig::default());
+        let mut now = t0;
+        m.poll_connect(now).unwrap();
+        m.on_response(now, 200, SSE, false);
+        m.on_decoded(&Decoded::Retry(0));
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            let at = m.on_disconnect(now, Disconnect::StreamEnded).unwrap();
+            waits.push(at - now);
+            now = at;
+            m.poll_connect(now).unwrap();
+        }
+        assert_eq!(waits[0], ms(0), "the server asked for no wait");
+        assert!(waits[1] >= ms(100), "{waits:?}");
+        assert!(waits[3] >= ms(400), "{waits:?}");
+    }
+
+    #[test]
+    fn huge_retry_does_not_overflow() {
+        let t0 = Instant::now();
+        let mut m = ConnectionModel::new(ReconnectConfig::default());
+        m.poll_connect(t0).unwrap();
+        m.on_response(t0, 200, SSE, false);
+        m.on_decoded(&Decoded::Retry(u64::MAX));
+        let at = m.on_disconnect(t0, Disconnect::StreamEnded).unwrap();
+        assert_eq!(at - t0, Duration::from_secs(24 * 3600));
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! `GET /.well-known/mercure`: a subscriber's event stream.
+//!
+//! The response starts with a `:` comment flushed at once (so `EventSource.onopen` fires), then
+//! the replay, then live updates. Frames that are ready together are written as one chunk. A
+//! comment is sent when nothing was written for the heartbeat interval. The stream ends at the
+//! write timeout (randomised within its last 10 % so that reconnections spread) or when the
+//! subscriber's token expires, whichever is first; the client then reconnects with
+//! `Last-Event-ID` and misses nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use herald_hub::selector::Selector;
+use herald_hub::{SubscribeError, SubscribeRequest, Subscription};
+use tokio::time::Instant;
+
+use crate::response::error;
+use crate::token::{identify, Caller};
+use crate::{form, AppState};
+
+/// Most bytes written in one chunk when several frames are ready.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+pub(crate) async fn subscribe(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let fields = match form::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let mut selectors = Vec::new();
+    let mut query_last_id = None;
+    let mut query_token = None;
+    for (name, value) in &fields {
+        match name.as_str() {
+            "topic" => selectors.push(value.as_str()),
+            "lastEventID" | "Last-Event-ID" | "last-event-id" => {
+                query_last_id.get_or_insert(value.clone());
+            }
+            "authorization" => {
+                query_token.get_or_insert(value.as_str());
+            }
+            _ => {}
+        }
+    }
+    if selectors.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "Missing \"topic\" parameter.");
+    }
+    if selectors.len() > app.config.max_topics {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "too many \"topic\" parameters: {} (at most {})",
+                selectors.len(),
+                app.config.max_topics
+            ),
+        );
+    }
+    let claims = match identify(
+        &headers,
+        query_token,
+        &app.config.cookie_name,
+        app.config.subscriber_key.as_ref(),
+    ) {
+        Ok(Caller::Anonymous) if !app.config.anonymous => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "this hub requires a subscriber token (anonymous subscriptions are off)",
+            )
+        }
+        Ok(Caller::Anonymous) => None,
+        Ok(Caller::Authenticated(claims, _)) => Some(claims),
+        Err(message) => return error(StatusCode::UNAUTHORIZED, message),
+    };
+    // Browsers send the id as raw UTF-8 bytes, which `HeaderValue::to_str` would refuse.
+    let header_last_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => match std::str::from_utf8(v.as_bytes()) {
+            Ok(text) => Some(text.to_owned()),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the Last-Event-ID header is not valid UTF-8",
+                )
+            }
+        },
+    };
+    let expires_at = claims.as_ref().and_then(|c| c.expires_at);
+    let request = SubscribeRequest {
+        selectors: selectors.into_iter().map(Selector::parse).collect(),
+        claims,
+        last_event_id: header_last_id.or(query_last_id),
+    };
+    let subscription = match app.hub.subscribe(request).await {
+        Ok(s) => s,
+        Err(SubscribeError::NoSelector) => {
+            return error(StatusCode::BAD_REQUEST, "Missing \"topic\" parameter.")
+        }
+        Err(SubscribeError::Closed) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the hub is shutting down")
+        }
+        Err(SubscribeError::Store(e)) => {
+            tracing::error!(error = %e, "resolving Last-Event-ID failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the hub's store is unavailable; try again",
+            );
+        }
+    };
+
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response_headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
+    );
+    response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(from) = subscription.resumed_from() {
+        if let Ok(v) = HeaderValue::from_bytes(from.as_header_value().as_bytes()) {
+            response_headers.insert("last-event-id", v);
+        }
+    }
+
+    let deadline = stream_deadline(app.config.write_timeout, expires_at);
+    let body = Body::from_stream(frames(subscription, app.config.heartbeat, deadline));
+    (StatusCode::OK, response_headers, body).into_response()
+}
+
+/// When the stream must end: the write timeout, randomised down by up to 10 %, or the token's
+/// expiry if sooner.
+fn stream_deadline(write_timeout: Option<Duration>, expires_at: Option<u64>) -> Option<Instant> {
+    let now = Instant::now();
+    let by_timeout = write_timeout.map(|t| {
+        let spread = t.as_millis() as u64 / 10;
+        let cut = if spread == 0 {
+            0
+        } else {
+            rand::random::<u64>() % spread
+        };
+        now + t.saturating_sub(Duration::from_millis(cut))
+    });
+    let by_token = expires_at.map(|exp| {
+        let left = exp.saturating_sub(herald_hub::auth::unix_now());
+        now + Duration::from_secs(left)
+    });
+    match (by_timeout, by_token) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+struct Stream {
+    subscription: Subscription,
+    heartbeat: Duration,
+    deadline: Option<Instant>,
+    started: bool,
+}
+
+fn frames(
+    subscription: Subscription,
+    heartbeat: Duration,
+    deadline: Option<Instant>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    let state = Stream {
+        subscription,
+        heartbeat,
+        deadline,
+        started: false,
+    };
+    futures_util::stream::unfold(state, |mut s| async move {
+        if !s.started {
+            s.started = true;
+            return Some((Ok(Bytes::from_static(b":\n")), s));
+        }
+        let idle_until = Instant::now() + s.heartbeat;
+        let until = s.deadline.map_or(idle_until, |d| d.min(idle_until));
+        let next = tokio::time::timeout_at(until, s.subscription.next()).await;
+        match next {
+            Ok(Some(frame)) => {
+                let chunk = coalesce(frame, &mut s.subscription);
+                Some((Ok(chunk), s))
+            }
+            Ok(None) => None,
+            Err(_) if s.deadline.is_some_and(|d| Instant::now() >= d) => None,
+            Err(_) => Some((Ok(Bytes::from_static(b":\n")), s)),
+        }
+    })
+}
+
+/// Joins `first` with the frames that are ready right now, so they go out in one write.
+fn coalesce(first: Bytes, subscription: &mut Subscription) -> Bytes {
+    let Some(second) = subscription.next().now_or_never().flatten() else {
+        return first;
+    };
+    let mut chunk = BytesMut::with_capacity(first.len() + second.len() + 256);
+    chunk.extend_from_slice(&first);
+    chunk.extend_from_slice(&second);
+    while chunk.len() < COALESCE_LIMIT {
+        match subscription.next().now_or_never().flatten() {
+            Some(frame) => chunk.extend_from_slice(&frame),
+            None => break,
+        }
+    }
+    chunk.freeze()
+}

@@ -1,0 +1,272 @@
+//! JWT claims -> what a caller may publish and which private updates it may receive.
+//!
+//! Tokens follow Mercure: a compact JWS whose `mercure` claim (or the same object under
+//! `https://mercure.rocks/`) holds `publish` and `subscribe` selector lists and an optional
+//! `payload`. The algorithm is pinned per key; `none` is never accepted.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::selector::{Selector, SelectorSet};
+
+/// Most selectors accepted in one claim list.
+pub const MAX_SELECTORS_PER_CLAIM: usize = 1000;
+
+/// A token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Malformed, wrongly signed, wrong algorithm, expired or not yet valid.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// A claim list holds more selectors than allowed.
+    #[error("the token's {claim} claim has more than {MAX_SELECTORS_PER_CLAIM} selectors")]
+    TooManySelectors {
+        /// `publish` or `subscribe`.
+        claim: &'static str,
+    },
+}
+
+/// What a verified token grants.
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    /// Topics the bearer may publish to (`None`: the claim is absent, nothing may be published).
+    pub publish: Option<SelectorSet>,
+    /// Private updates the bearer may receive.
+    pub subscribe: Option<SelectorSet>,
+    /// `mercure.payload`, shown in subscription events.
+    pub payload: Option<serde_json::Value>,
+    /// Expiry, in seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
+}
+
+impl Claims {
+    /// Whether every one of `topics` matches a `publish` selector.
+    pub fn may_publish_to<S: AsRef<str>>(&self, topics: &[S]) -> bool {
+        match &self.publish {
+            None => false,
+            Some(set) => topics.iter().all(|t| set.matches_any(&[t.as_ref()])),
+        }
+    }
+
+    /// Whether a private update with these topics may reach the bearer.
+    pub fn may_receive_private<S: AsRef<str>>(&self, topics: &[S]) -> bool {
+        self.subscribe
+            .as_ref()
+            .is_some_and(|set| set.matches_any(topics))
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MercureClaim {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publish: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subscribe: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TokenBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mercure: Option<MercureClaim>,
+    #[serde(
+        default,
+        rename = "https://mercure.rocks/",
+        skip_serializing_if = "Option::is_none"
+    )]
+    namespaced: Option<MercureClaim>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+}
+
+/// Verifies tokens signed with one key and one algorithm.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// An HMAC-SHA256 (HS256) verifier for a shared secret.
+    pub fn hs256(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = 0;
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Checks the signature, the algorithm and `exp`/`nbf`, and returns the claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let data = jsonwebtoken::decode::<TokenBody>(token, &self.key, &self.validation)
+            .map_err(|e| AuthError::Invalid(describe(&e)))?;
+        let body = data.claims;
+        let claim = body.mercure.or(body.namespaced).unwrap_or_default();
+        Ok(Claims {
+            publish: selectors(claim.publish, "publish")?,
+            subscribe: selectors(claim.subscribe, "subscribe")?,
+            payload: claim.payload,
+            expires_at: body.exp,
+        })
+    }
+}
+
+fn selectors(
+    list: Option<Vec<String>>,
+    claim: &'static str,
+) -> Result<Option<SelectorSet>, AuthError> {
+    match list {
+        None => Ok(None),
+        Some(l) if l.len() > MAX_SELECTORS_PER_CLAIM => Err(AuthError::TooManySelectors { claim }),
+        Some(l) => Ok(Some(SelectorSet::new(
+            l.iter().map(|s| Selector::parse(s)).collect(),
+        ))),
+    }
+}
+
+fn describe(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the signature does not match the configured key".into(),
+        ErrorKind::InvalidAlgorithm => "the token's algorithm is not the one configured".into(),
+        ErrorKind::InvalidToken => "not a well-formed JWT".into(),
+        _ => "the token could not be decoded".into(),
+    }
+}
+
+/// What a token minted by [`mint_hs256`] grants.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSpec {
+    /// `mercure.publish` selectors (absent when `None`).
+    pub publish: Option<Vec<String>>,
+    /// `mercure.subscribe` selectors (absent when `None`).
+    pub subscribe: Option<Vec<String>>,
+    /// Lifetime in seconds from now; `None` never expires.
+    pub ttl_secs: Option<u64>,
+}
+
+/// Signs a Mercure token with HS256.
+pub fn mint_hs256(secret: &[u8], spec: &TokenSpec) -> Result<String, AuthError> {
+    let exp = spec.ttl_secs.map(|ttl| unix_now().saturating_add(ttl));
+    let body = TokenBody {
+        mercure: Some(MercureClaim {
+            publish: spec.publish.clone(),
+            subscribe: spec.subscribe.clone(),
+            payload: None,
+        }),
+        namespaced: None,
+        exp,
+        nbf: None,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &body,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AuthError::Invalid(e.to_string()))
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mint_and_verify() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let token = mint_hs256(
+            secret,
+            &TokenSpec {
+                publish: Some(vec!["https://example.com/books/{id}".into()]),
+                subscribe: Some(vec!["*".into()]),
+                ttl_secs: Some(60),
+            },
+        )
+        .unwrap();
+        let claims = Verifier::hs256(secret).verify(&token).unwrap();
+        assert!(claims.may_publish_to(&["https://example.com/books/1"]));
+        assert!(!claims.may_publish_to(&["https://example.com/books/1", "https://other"]));
+        assert!(claims.may_receive_private(&["anything"]));
+        assert!(claims.expires_at.is_some());
+        assert!(Verifier::hs256(b"another secret, also long enough!")
+            .verify(&token)
+            .is_err());
+    }
+
+    #[test]
+    fn expired_and_garbage_tokens_are_refused() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let body = TokenBody {
+            mercure: Some(MercureClaim::default()),
+            namespaced: None,
+            exp: Some(1),
+            nbf: None,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &body,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap();
+        let err = Verifier::hs256(secret).verify(&token).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert!(Verifier::hs256(secret).verify("not.a.jwt").is_err());
+        assert!(Verifier::hs256(secret).verify("").is_err());
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        // {"alg":"none","typ":"JWT"} . {"mercure":{"publish":["*"]}} . (no signature)
+        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.";
+        assert!(Verifier::hs256(b"secret").verify(token).is_err());
+    }
+
+    #[test]
+    fn namespaced_claim_is_read() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let body = TokenBody {
+            mercure: None,
+            namespaced: Some(MercureClaim {
+                publish: Some(vec!["a".into()]),
+                subscribe: None,
+                payload: None,
+            }),
+            exp: None,
+            nbf: None,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &body,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap();
+        let claims = Verifier::hs256(secret).verify(&token).unwrap();
+        assert!(claims.may_publish_to(&["a"]));
+        assert!(!claims.may_receive_private(&["a"]));
+    }
+}

@@ -1,0 +1,26 @@
+//! Herald's engine: one hub-wide ordered log of updates; subscribers are cursors into it.
+//!
+//! - [`Hub::publish`] appends an update (durably, with group commit) and offers it to live
+//!   subscribers; [`Hub::subscribe`] replays what a subscriber missed and continues live, with no
+//!   gap and no duplicate.
+//! - [`selector`]: which topics a subscriber wants (`*`, exact, RFC 6570 URI templates).
+//! - [`auth`]: JWT claims deciding what a caller may publish and which private updates it sees.
+//! - [`log`]: the [`Store`](log::Store) trait and its memory and redb implementations.
+//!
+//! The crate knows no HTTP: the HTTP layer maps requests onto these calls.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+mod fanout;
+mod hub;
+pub mod log;
+pub mod selector;
+mod update;
+
+pub use fanout::Filter;
+pub use hub::{
+    Hub, HubConfig, PublishError, Published, ResumedFrom, SubscribeError, SubscribeRequest,
+    Subscription, EARLIEST,
+};
+pub use update::{LogEntry, Position, StoredUpdate, Update};
