@@ -425,6 +425,8 @@ struct Writer {
 
 /// How often the writer applies retention to the store.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// Most store trim calls per retention pass.
+const TRIM_ROUNDS: usize = 8;
 
 impl Writer {
     fn new(shared: Arc<Shared>, last: Position) -> Self {
@@ -546,17 +548,28 @@ impl Writer {
         self.shared.config.memory_tail.min(by_retention)
     }
 
+    /// Applies retention. A store removes a bounded number of updates per call, so this calls
+    /// again while it removes something, up to a bound that keeps publishes from waiting long.
     async fn trim(&mut self) {
         self.last_trim = Instant::now();
-        match self
-            .shared
-            .store
-            .trim(&self.shared.config.retention, unix_millis())
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "retention applied"),
-            Err(e) => tracing::warn!(error = %e, "applying retention failed"),
+        let mut removed = 0;
+        for _ in 0..TRIM_ROUNDS {
+            match self
+                .shared
+                .store
+                .trim(&self.shared.config.retention, unix_millis())
+                .await
+            {
+                Ok(0) => break,
+                Ok(n) => removed += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying retention failed");
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(removed, "retention applied");
         }
     }
 
