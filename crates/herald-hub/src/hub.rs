@@ -246,8 +246,12 @@ impl Hub {
             return Err(SubscribeError::Closed);
         }
         let head = state.committed;
-        let after = after.unwrap_or(head).min(head);
-        let id = state.registry.insert(filter.clone(), queue, head);
+        let after = after.unwrap_or(head);
+        // The id may name an update the store has just made durable but the writer has not yet
+        // offered (it is past `head`): live delivery must then start after it, not at `head`.
+        let id = state
+            .registry
+            .insert(filter.clone(), queue, after.max(head));
         let mut replay = VecDeque::new();
         let mut from_store = None;
         if after < head {
