@@ -131,22 +131,22 @@ impl ResumedFrom {
     }
 }
 
-struct State {
+pub(crate) struct State {
     /// Position of the last update published to the tail and the live queues.
-    committed: Position,
-    tail: VecDeque<Arc<LogEntry>>,
+    pub(crate) committed: Position,
+    pub(crate) tail: VecDeque<Arc<LogEntry>>,
     registry: Registry,
     closed: bool,
 }
 
-struct Shared {
-    config: HubConfig,
-    store: Arc<dyn Store>,
+pub(crate) struct Shared {
+    pub(crate) config: HubConfig,
+    pub(crate) store: Arc<dyn Store>,
     state: Mutex<State>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated in a way that matters
         // more than stopping the hub would: keep serving.
         self.state
@@ -163,7 +163,7 @@ enum Command {
 /// The engine. Cheap to clone; all clones share one log.
 #[derive(Clone)]
 pub struct Hub {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
 }
 

@@ -13,12 +13,14 @@
 
 pub mod auth;
 mod fanout;
+mod history;
 mod hub;
 pub mod log;
 pub mod selector;
 mod update;
 
 pub use fanout::Filter;
+pub use history::{HistoryPage, HistoryRequest};
 pub use hub::{
     Hub, HubConfig, PublishError, Published, ResumedFrom, SubscribeError, SubscribeRequest,
     Subscription, EARLIEST,

@@ -375,3 +375,56 @@ async fn shutdown_ends_streams_and_refuses_publishes() {
     ));
     assert!(hub.subscribe(request(&["t"])).await.is_err());
 }
+
+#[tokio::test]
+async fn history_pages_follow_the_cursor() {
+    use herald_hub::HistoryRequest;
+    let hub = hub_with(HubConfig {
+        memory_tail: 4,
+        replay_chunk: 3,
+        ..HubConfig::default()
+    })
+    .await;
+    let page = |after: Option<&str>, limit| HistoryRequest {
+        selectors: vec![Selector::parse("a")],
+        claims: None,
+        after: after.map(str::to_owned),
+        limit,
+    };
+    let empty = hub.history(page(None, 10)).await.unwrap();
+    assert!(empty.updates.is_empty());
+    assert_eq!(empty.next, "earliest");
+
+    for i in 0..10 {
+        hub.publish(Update::new(
+            if i % 2 == 0 { "a" } else { "b" },
+            format!("{i}"),
+        ))
+        .await
+        .unwrap();
+    }
+    hub.publish(Update::new("a", "secret").private())
+        .await
+        .unwrap();
+
+    // From now: nothing yet, and a cursor at the end.
+    let now = hub.history(page(None, 10)).await.unwrap();
+    assert!(now.updates.is_empty());
+    // From the start, two at a time, private updates left out.
+    let mut cursor = "earliest".to_owned();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let p = hub.history(page(Some(&cursor), 2)).await.unwrap();
+        seen.extend(p.updates.iter().map(|u| u.data.clone()));
+        if p.next == cursor {
+            break;
+        }
+        cursor = p.next;
+    }
+    assert_eq!(seen, ["0", "2", "4", "6", "8"]);
+    assert_eq!(cursor, now.next, "paging ends at the same cursor as 'now'");
+    hub.publish(Update::new("a", "later")).await.unwrap();
+    let after = hub.history(page(Some(&now.next), 10)).await.unwrap();
+    assert_eq!(after.updates.len(), 1);
+    assert_eq!(after.updates[0].data, "later");
+}
