@@ -99,18 +99,128 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// A signing algorithm a key is pinned to. `none` does not exist here on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyAlgorithm {
+    /// HMAC with SHA-256 (a shared secret). The default.
+    HS256,
+    /// HMAC with SHA-384.
+    HS384,
+    /// HMAC with SHA-512.
+    HS512,
+    /// RSA PKCS#1 v1.5 with SHA-256 (a PEM public key).
+    RS256,
+    /// RSA PKCS#1 v1.5 with SHA-384.
+    RS384,
+    /// RSA PKCS#1 v1.5 with SHA-512.
+    RS512,
+    /// RSA-PSS with SHA-256.
+    PS256,
+    /// RSA-PSS with SHA-384.
+    PS384,
+    /// RSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA P-256 with SHA-256 (a PEM public key).
+    ES256,
+    /// ECDSA P-384 with SHA-384.
+    ES384,
+    /// Ed25519 (a PEM public key).
+    EdDSA,
+}
+
+impl std::str::FromStr for KeyAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_uppercase().as_str() {
+            "HS256" => Self::HS256,
+            "HS384" => Self::HS384,
+            "HS512" => Self::HS512,
+            "RS256" => Self::RS256,
+            "RS384" => Self::RS384,
+            "RS512" => Self::RS512,
+            "PS256" => Self::PS256,
+            "PS384" => Self::PS384,
+            "PS512" => Self::PS512,
+            "ES256" => Self::ES256,
+            "ES384" => Self::ES384,
+            "EDDSA" => Self::EdDSA,
+            "NONE" => return Err("the algorithm \"none\" is never accepted".into()),
+            _ => {
+                return Err(format!(
+                    "unknown JWT algorithm {s:?}: use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+                ))
+            }
+        })
+    }
+}
+
+impl KeyAlgorithm {
+    fn algorithm(self) -> Algorithm {
+        match self {
+            Self::HS256 => Algorithm::HS256,
+            Self::HS384 => Algorithm::HS384,
+            Self::HS512 => Algorithm::HS512,
+            Self::RS256 => Algorithm::RS256,
+            Self::RS384 => Algorithm::RS384,
+            Self::RS512 => Algorithm::RS512,
+            Self::PS256 => Algorithm::PS256,
+            Self::PS384 => Algorithm::PS384,
+            Self::PS512 => Algorithm::PS512,
+            Self::ES256 => Algorithm::ES256,
+            Self::ES384 => Algorithm::ES384,
+            Self::EdDSA => Algorithm::EdDSA,
+        }
+    }
+
+    /// Whether the key is a shared secret (HMAC) rather than a public key.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
 impl Verifier {
     /// An HMAC-SHA256 (HS256) verifier for a shared secret.
     pub fn hs256(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
+        Self::with_key(DecodingKey::from_secret(secret), KeyAlgorithm::HS256)
+    }
+
+    /// A verifier pinned to `algorithm`: for HMAC `key` is the shared secret, otherwise a PEM
+    /// public key (RSA, EC or Ed25519, matching the algorithm).
+    pub fn new(algorithm: KeyAlgorithm, key: &[u8]) -> Result<Self, AuthError> {
+        let bad = |e: jsonwebtoken::errors::Error| {
+            AuthError::Invalid(format!("the {algorithm:?} public key is not usable: {e}"))
+        };
+        let decoding = match algorithm {
+            KeyAlgorithm::HS256 | KeyAlgorithm::HS384 | KeyAlgorithm::HS512 => {
+                if key.is_empty() {
+                    return Err(AuthError::Invalid("the JWT secret is empty".into()));
+                }
+                DecodingKey::from_secret(key)
+            }
+            KeyAlgorithm::RS256
+            | KeyAlgorithm::RS384
+            | KeyAlgorithm::RS512
+            | KeyAlgorithm::PS256
+            | KeyAlgorithm::PS384
+            | KeyAlgorithm::PS512 => DecodingKey::from_rsa_pem(key).map_err(bad)?,
+            KeyAlgorithm::ES256 | KeyAlgorithm::ES384 => {
+                DecodingKey::from_ec_pem(key).map_err(bad)?
+            }
+            KeyAlgorithm::EdDSA => DecodingKey::from_ed_pem(key).map_err(bad)?,
+        };
+        Ok(Self::with_key(decoding, algorithm))
+    }
+
+    fn with_key(key: DecodingKey, algorithm: KeyAlgorithm) -> Self {
+        // One algorithm per key: a token announcing another one (HS256 signed with an RSA public
+        // key as the secret, or `none`) is refused.
+        let mut validation = Validation::new(algorithm.algorithm());
         validation.required_spec_claims.clear();
         validation.validate_exp = true;
         validation.validate_nbf = true;
+        validation.validate_aud = false;
         validation.leeway = 0;
-        Self {
-            key: DecodingKey::from_secret(secret),
-            validation,
-        }
+        Self { key, validation }
     }
 
     /// Checks the signature, the algorithm and `exp`/`nbf`, and returns the claims.
