@@ -89,6 +89,15 @@ pub(crate) async fn publish(
         Ok(u) => u,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    if update.data.len() > app.config.max_data_bytes {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the data is larger than the limit of {} bytes",
+                app.config.max_data_bytes
+            ),
+        );
+    }
     if update.topics.iter().any(|t| t.contains(RESERVED)) {
         return error(
             StatusCode::FORBIDDEN,

@@ -11,15 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use herald_hub::selector::Selector;
 use herald_hub::{SubscribeError, SubscribeRequest, Subscription};
 use tokio::time::Instant;
 
+use crate::limits::{Refusal, Slot};
 use crate::response::error;
 use crate::token::{identify, Caller};
 use crate::{form, AppState};
@@ -29,6 +33,7 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 
 pub(crate) async fn subscribe(
     State(app): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -93,6 +98,24 @@ pub(crate) async fn subscribe(
             }
         },
     };
+    let slot = match app
+        .admission
+        .admit(peer.map(|Extension(ConnectInfo(a))| a.ip()))
+    {
+        Ok(slot) => slot,
+        Err(Refusal::HubFull) => {
+            return busy(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the hub holds its maximum number of subscribers; retry later",
+            )
+        }
+        Err(Refusal::AddressFull) => {
+            return busy(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many open subscriptions from your address; close some or retry later",
+            )
+        }
+    };
     let expires_at = claims.as_ref().and_then(|c| c.expires_at);
     let request = SubscribeRequest {
         selectors: selectors.into_iter().map(Selector::parse).collect(),
@@ -133,8 +156,20 @@ pub(crate) async fn subscribe(
     }
 
     let deadline = stream_deadline(app.config.write_timeout, expires_at);
-    let body = Body::from_stream(frames(subscription, app.config.heartbeat, deadline));
+    let body = Body::from_stream(frames(subscription, slot, app.config.heartbeat, deadline));
     (StatusCode::OK, response_headers, body).into_response()
+}
+
+/// Seconds a refused subscriber is asked to wait (`Retry-After`).
+const RETRY_AFTER_SECS: &str = "5";
+
+fn busy(status: StatusCode, message: &str) -> Response {
+    let mut response = error(status, message);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
+    response
 }
 
 /// When the stream must end: the write timeout, randomised down by up to 10 %, or the token's
@@ -162,6 +197,8 @@ fn stream_deadline(write_timeout: Option<Duration>, expires_at: Option<u64>) -> 
 
 struct Stream {
     subscription: Subscription,
+    /// Held for the stream's life: the admission slot is given back when the body is dropped.
+    _slot: Slot,
     heartbeat: Duration,
     deadline: Option<Instant>,
     started: bool,
@@ -169,11 +206,13 @@ struct Stream {
 
 fn frames(
     subscription: Subscription,
+    slot: Slot,
     heartbeat: Duration,
     deadline: Option<Instant>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     let state = Stream {
         subscription,
+        _slot: slot,
         heartbeat,
         deadline,
         started: false,

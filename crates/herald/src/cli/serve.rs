@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use herald_http::server::{Server, ServerConfig, TlsFiles};
 use herald_http::{router, HttpConfig, MERCURE_PATH};
-use herald_hub::auth::{mint_hs256, TokenSpec, Verifier};
+use herald_hub::auth::{mint_hs256, KeyAlgorithm, TokenSpec, Verifier};
 use herald_hub::log::memory::MemoryStore;
 use herald_hub::log::redb::RedbStore;
 use herald_hub::log::{Retention, Store};
 use herald_hub::{Hub, HubConfig};
 
+use super::demo;
 use super::keys::{self, KeyOrigin};
 
 /// Arguments of `herald serve`. Every option also reads an environment variable.
@@ -42,6 +43,49 @@ pub struct ServeArgs {
     /// HS256 secret for subscribers' tokens (overrides --jwt-key for them).
     #[arg(long, env = "HERALD_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
     subscriber_jwt_key: Option<String>,
+    /// Algorithm of --jwt-key: HS256/384/512 (the key is a secret) or RS*/PS*/ES256/ES384/EdDSA
+    /// (the key is a PEM public key, or the path of a PEM file).
+    #[arg(long, env = "HERALD_JWT_ALG", default_value = "HS256")]
+    jwt_alg: KeyAlgorithm,
+    /// Algorithm of the publishers' key (default: --jwt-alg).
+    #[arg(long, env = "HERALD_PUBLISHER_JWT_ALG")]
+    publisher_jwt_alg: Option<KeyAlgorithm>,
+    /// Algorithm of the subscribers' key (default: --jwt-alg).
+    #[arg(long, env = "HERALD_SUBSCRIBER_JWT_ALG")]
+    subscriber_jwt_alg: Option<KeyAlgorithm>,
+    /// Name of the cookie that may carry the token.
+    #[arg(
+        long,
+        env = "HERALD_COOKIE_NAME",
+        default_value = "mercureAuthorization"
+    )]
+    cookie_name: String,
+    /// Origin allowed to use the hub from a browser on another origin, with credentials
+    /// (repeatable; `*` for any origin, without credentials).
+    #[arg(
+        long = "cors-origin",
+        env = "HERALD_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// Largest publish request body in bytes (413 beyond).
+    #[arg(long, env = "HERALD_MAX_BODY", default_value_t = 2 << 20)]
+    max_body: usize,
+    /// Largest `data` of one update in bytes (413 beyond).
+    #[arg(long, env = "HERALD_MAX_DATA", default_value_t = 1 << 20)]
+    max_data: usize,
+    /// Most topics per publish and selectors per subscription (400 beyond).
+    #[arg(long, env = "HERALD_MAX_TOPICS", default_value_t = 1000)]
+    max_topics: usize,
+    /// Most open subscriber streams (503 beyond); 0 for no limit.
+    #[arg(long, env = "HERALD_MAX_SUBSCRIBERS", default_value_t = 100_000)]
+    max_subscribers: usize,
+    /// Most open subscriber streams per client address (429 beyond); 0 for no limit.
+    #[arg(long, env = "HERALD_MAX_SUBSCRIBERS_PER_IP", default_value_t = 10_000)]
+    max_subscribers_per_ip: usize,
+    /// Time a client has to send its request head (slower ones are cut).
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
     /// Send a `:` comment when a stream was idle this long.
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "40s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
@@ -70,6 +114,10 @@ pub struct ServeArgs {
     /// Most bytes of updates kept in history.
     #[arg(long, env = "HERALD_RETENTION_BYTES", default_value_t = 1 << 30)]
     retention_bytes: u64,
+    /// Feed the demo pages at /demos/ from a publisher inside the hub (and accept the chat
+    /// demo's messages at /demos/chat/messages).
+    #[arg(long, env = "HERALD_DEMO")]
+    demo: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -122,6 +170,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| default_key.clone());
 
+    let publisher_alg = args.publisher_jwt_alg.unwrap_or(args.jwt_alg);
+    let subscriber_alg = args.subscriber_jwt_alg.unwrap_or(args.jwt_alg);
+    let publisher_verifier = verifier(publisher_alg, &publisher_key, "publisher")?;
+    let subscriber_verifier = verifier(subscriber_alg, &subscriber_key, "subscriber")?;
+
     let hub_config = HubConfig {
         retention: Retention {
             max_updates: Some(args.retention_updates),
@@ -134,13 +187,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let http = HttpConfig {
-        publisher_key: Some(Verifier::hs256(publisher_key.as_bytes())),
-        subscriber_key: Some(Verifier::hs256(subscriber_key.as_bytes())),
+        publisher_key: Some(publisher_verifier),
+        subscriber_key: Some(subscriber_verifier),
         anonymous: !args.no_anonymous,
         heartbeat: args.heartbeat,
         write_timeout: (!args.write_timeout.is_zero()).then_some(args.write_timeout),
+        cookie_name: args.cookie_name.clone(),
         publish_origins: args.publish_origins.clone(),
-        ..HttpConfig::default()
+        max_body_bytes: args.max_body,
+        max_data_bytes: args.max_data,
+        max_topics: args.max_topics,
+        max_subscribers: args.max_subscribers,
+        max_subscribers_per_ip: args.max_subscribers_per_ip,
+        cors_origins: args.cors_origins.clone(),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
@@ -152,14 +211,29 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let server = Server::bind(ServerConfig {
         listen: args.listen,
         tls,
+        header_read_timeout: args.header_timeout,
         ..ServerConfig::default()
     })
     .await
     .map_err(|e| e.to_string())?;
 
-    print_banner(&args, &server, &publisher_key, &origin);
+    let printable_key = publisher_alg.is_hmac().then_some(publisher_key.as_str());
+    print_banner(&args, &server, printable_key, &origin);
 
     let app = router(hub.clone(), http);
+    let base = format!(
+        "{}://{}",
+        if server.is_tls() { "https" } else { "http" },
+        server.local_addr()
+    );
+    eprintln!("herald: UI: {base}/");
+    let app = if args.demo {
+        demo::spawn(&hub);
+        eprintln!("herald: demos: {base}/demos/");
+        app.merge(herald_http::demo::router(hub.clone()))
+    } else {
+        app
+    };
     let stopping = hub.clone();
     let shutdown = async move {
         wait_for_signal().await;
@@ -174,7 +248,24 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn print_banner(args: &ServeArgs, server: &Server, publisher_key: &str, origin: &KeyOrigin) {
+/// A verifier for `key`: the secret itself for HMAC, else PEM text or the path of a PEM file.
+fn verifier(alg: KeyAlgorithm, key: &str, whose: &str) -> Result<Verifier, String> {
+    let material = if alg.is_hmac() || key.trim_start().starts_with("-----BEGIN") {
+        key.as_bytes().to_vec()
+    } else {
+        std::fs::read(key).map_err(|e| {
+            format!("cannot read the {whose} public key file {key:?} (for {alg:?}): {e}")
+        })?
+    };
+    Verifier::new(alg, &material).map_err(|e| format!("{whose} key: {e}"))
+}
+
+fn print_banner(
+    args: &ServeArgs,
+    server: &Server,
+    publisher_key: Option<&str>,
+    origin: &KeyOrigin,
+) {
     let scheme = if server.is_tls() { "https" } else { "http" };
     let hub_url = format!("{scheme}://{}{MERCURE_PATH}", server.local_addr());
     let store = match args.store {
@@ -193,9 +284,9 @@ fn print_banner(args: &ServeArgs, server: &Server, publisher_key: &str, origin: 
             eprintln!("herald: JWT key generated for this run only (--store memory)")
         }
     }
-    if *origin == KeyOrigin::Configured {
+    let Some(publisher_key) = publisher_key.filter(|_| *origin != KeyOrigin::Configured) else {
         return;
-    }
+    };
     let spec = TokenSpec {
         publish: Some(vec!["*".into()]),
         subscribe: None,
