@@ -476,3 +476,36 @@ async fn the_bad_input_matrix() {
         "the duplicate was not stored"
     );
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let hub = start().await;
+    let exp = herald_hub::auth::unix_now() + 2;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"mercure": {"subscribe": ["*"]}, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SUBSCRIBER_KEY.as_bytes()),
+    )
+    .unwrap();
+    let mut stream = TcpStream::connect(hub.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /.well-known/mercure?topic=a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut all))
+        .await
+        .expect("the stream ended when the token expired")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Chunked encoding ends with the last chunk: the stream was ended, not cut.
+    assert!(text.ends_with("0\r\n\r\n"), "{text}");
+    assert!(started.elapsed() <= Duration::from_secs(4));
+}
