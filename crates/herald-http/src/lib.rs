@@ -14,16 +14,25 @@ use axum::Router;
 use herald_hub::auth::Verifier;
 use herald_hub::Hub;
 
+mod cors;
+pub mod demo;
 pub mod form;
-mod index;
+mod history;
+pub mod limits;
 mod publish;
 pub mod response;
 pub mod server;
 mod subscribe;
 pub mod token;
+mod ui;
+
+pub use history::{DEFAULT_LIMIT as HISTORY_DEFAULT_LIMIT, MAX_LIMIT as HISTORY_MAX_LIMIT};
+pub use ui::PAGE_CSP;
 
 /// The path of the Mercure endpoint.
 pub const MERCURE_PATH: &str = "/.well-known/mercure";
+/// The path of the JSON history endpoint, the polling fallback (Herald extension).
+pub const HISTORY_PATH: &str = "/.well-known/mercure/history";
 
 /// Settings of the HTTP layer. Every default is the value `herald serve` uses.
 #[derive(Debug, Clone)]
@@ -44,10 +53,20 @@ pub struct HttpConfig {
     pub cookie_name: String,
     /// Origins allowed to publish with a cookie-held token (CSRF protection). Default: none.
     pub publish_origins: Vec<String>,
-    /// Largest publish body. Default: 1 MiB.
+    /// Largest publish body (413 beyond). Default: 2 MiB.
     pub max_body_bytes: usize,
     /// Most topics in one publish or selectors in one subscription. Default: 1000.
     pub max_topics: usize,
+    /// Largest `data` of one update, in bytes. Default: 1 MiB.
+    pub max_data_bytes: usize,
+    /// Most open subscriber streams in total (503 beyond). Default: 100,000. 0: no limit.
+    pub max_subscribers: usize,
+    /// Most open subscriber streams per client IP address (429 beyond). Default: 10,000.
+    /// 0: no limit. Behind a reverse proxy every client has the proxy's address.
+    pub max_subscribers_per_ip: usize,
+    /// Origins allowed to read the hub's responses from a browser (CORS), with credentials.
+    /// `*` allows every origin, without credentials. Default: none (same origin only).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -60,8 +79,12 @@ impl Default for HttpConfig {
             write_timeout: Some(Duration::from_secs(600)),
             cookie_name: "mercureAuthorization".into(),
             publish_origins: Vec::new(),
-            max_body_bytes: 1 << 20,
+            max_body_bytes: 2 << 20,
             max_topics: 1000,
+            max_data_bytes: 1 << 20,
+            max_subscribers: 100_000,
+            max_subscribers_per_ip: 10_000,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -73,18 +96,37 @@ pub struct AppState {
     pub hub: Hub,
     /// The settings.
     pub config: HttpConfig,
+    /// Open subscriber streams, against the limits.
+    pub admission: limits::Admission,
 }
 
-/// The routes: `/.well-known/mercure` (GET/HEAD subscribe, POST publish, anything else 405) and
-/// `/` (a short usage page). Every response carries security headers.
+/// The routes: `/.well-known/mercure` (GET/HEAD subscribe, POST publish, anything else 405),
+/// `/.well-known/mercure/history` (JSON history for polling clients), and the hub UI at `/` with
+/// the demo pages at `/demos/…`. Every response carries security headers.
 pub fn router(hub: Hub, config: HttpConfig) -> Router {
-    let state = Arc::new(AppState { hub, config });
-    Router::new()
+    let admission = limits::Admission::new(config.max_subscribers, config.max_subscribers_per_ip);
+    let cors = cors::layer(&config.cors_origins);
+    let state = Arc::new(AppState {
+        hub,
+        config,
+        admission,
+    });
+    let routes = Router::new()
         .route(
             MERCURE_PATH,
             get(subscribe::subscribe).post(publish::publish),
         )
-        .route("/", get(index::page))
-        .with_state(state)
-        .layer(axum::middleware::map_response(response::security_headers))
+        .route(HISTORY_PATH, get(history::history))
+        .merge(ui::routes())
+        .with_state(state.clone());
+    let routes = match cors {
+        Some(layer) => routes
+            .layer(layer)
+            .layer(axum::middleware::from_fn_with_state(
+                state,
+                cors::refuse_foreign_preflight,
+            )),
+        None => routes,
+    };
+    routes.layer(axum::middleware::map_response(response::security_headers))
 }
