@@ -60,7 +60,8 @@ function subscribe() {
   chrome.bind(feed);
   const shown = new URL(HUB_PATH, window.location.href);
   for (const topic of topics) shown.searchParams.append("topic", topic);
-  subUrl.textContent = `${feed.mode === "poll" ? "Polling for" : "EventSource on"} ${shown.pathname}${shown.search}`;
+  const query = [...shown.searchParams].map(([name, value]) => `${name}=${value}`).join("&");
+  subUrl.textContent = `${feed.mode === "poll" ? "Polling for" : "EventSource on"} ${shown.pathname}?${query}`;
   feed.start();
   subStop.disabled = false;
 }
