@@ -13,3 +13,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked --all-targets
 cargo test --workspace --locked --doc
+
+echo "== browser tests (e2e/)"
+./scripts/e2e.sh
