@@ -80,6 +80,12 @@ for (const demo of DEMOS) {
       await page.goto(`${hub.origin}/demos/${demo.name}`);
       await page.waitForSelector("body[data-state='open'][data-mode='sse']");
       await page.waitForSelector("#conn-text:text-is('Live')");
+      // Keyboard only: Tab from the top reaches the Pause button, and focus is visible.
+      for (let i = 0; i < 20 && (await page.evaluate(() => document.activeElement?.id)) !== "pause"; i++) {
+        await page.keyboard.press("Tab");
+      }
+      assert.equal(await page.evaluate(() => document.activeElement.id), "pause");
+      assert.equal(await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle), "solid");
       if (demo.name === "chat") await chatSomething(page, "hello from the keyboard");
       await waitUpdates(page, 1);
 

@@ -99,6 +99,23 @@ test("the publish form publishes with fetch and the page receives its update", {
   }
 });
 
+test("a refused subscription shows the hub's reason and stays closed", { timeout: 30_000 }, async () => {
+  const hub = await startHub();
+  const page = await newPage(browser);
+  try {
+    await page.goto(`${hub.origin}/`);
+    await page.fill("#sub-topics", "urn:e2e:refused");
+    await page.fill("#sub-token", "not-a-jwt");
+    await page.click("#sub-start");
+    await page.waitForSelector("#conn[data-state='closed']");
+    assert.match(await page.textContent("#conn-text"), /^Closed: 401: /);
+    assert.ok(await page.isDisabled("#pause"));
+  } finally {
+    await page.context().close();
+    await hub.stop();
+  }
+});
+
 test("after a hub restart the page reconnects by itself and gets every update exactly once", { timeout: 60_000 }, async () => {
   const data = tempDir();
   const port = await freePort();

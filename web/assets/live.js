@@ -124,14 +124,16 @@ export class LiveFeed {
     this.source = source;
     this.setState("connecting");
     source.addEventListener("open", () => {
-      if (this.source === source) this.setState("open");
+      if (this.source !== source) return;
+      this.backoff = 0;
+      this.setState("open");
     });
     source.addEventListener("error", (event) => {
       // An event of type "error" sent by the server is data (a MessageEvent), not a failure.
       if (event instanceof MessageEvent || this.source !== source) return;
       if (source.readyState === EventSource.CLOSED) {
         this.source = null;
-        this.setState("closed", { reason: "the hub refused the subscription" });
+        this.setState("reconnecting");
         this.explain(url);
       } else {
         this.setState("reconnecting", { retryAt: Date.now() + DEFAULT_RETRY_MS });
@@ -147,22 +149,37 @@ export class LiveFeed {
     });
   }
 
-  /** After a refused subscription: ask again with fetch to learn the status and the reason. */
+  /**
+   * After a failed connection, which EventSource never retries: ask again with fetch to learn
+   * the status and the reason. A hub that is busy or restarting (429, 5xx, unreachable) is
+   * tried again later, backing off; anything else (400, 401…) stays closed, with its reason.
+   */
   async explain(url) {
+    const generation = this.generation;
     const controller = new AbortController();
+    let retry = true;
+    let reason = "the hub refused the subscription";
     try {
       const response = await fetch(url, { signal: controller.signal, cache: "no-store" });
       if (!response.ok) {
-        const text = (await response.text()).trim();
-        if (this.state === "closed") {
-          this.setState("closed", { reason: `${response.status}: ${text.slice(0, 300)}` });
-        }
+        reason = `${response.status}: ${(await response.text()).trim().slice(0, 300)}`;
+        retry = response.status === 429 || response.status >= 500;
       }
     } catch {
-      // The hub is unreachable; "refused" stands.
+      // Unreachable: worth another try.
     } finally {
       controller.abort();
     }
+    if (generation !== this.generation) return;
+    if (!retry) {
+      this.setState("closed", { reason });
+      return;
+    }
+    this.backoff = Math.min((this.backoff || DEFAULT_RETRY_MS / 2) * 2, 60_000);
+    this.setState("reconnecting", { retryAt: Date.now() + this.backoff });
+    this.timer = setTimeout(() => {
+      if (generation === this.generation) this.connect();
+    }, this.backoff);
   }
 
   /** With nothing received yet, remember where the log is now so resume() misses nothing. */
