@@ -12,6 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -20,6 +22,9 @@ use crate::update::{LogEntry, Position, StoredUpdate};
 
 /// Identifies a live subscriber in the registry.
 pub(crate) type SubscriberId = u64;
+
+/// A frame in a subscriber's queue, with its commit time (for the delivery latency metric).
+pub(crate) type Queued = (Bytes, Instant);
 
 /// What one subscriber asked for and may see.
 #[derive(Debug)]
@@ -59,7 +64,7 @@ impl Filter {
 }
 
 struct Slot {
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Queued>,
     filter: Arc<Filter>,
     /// The last position offered, so a subscriber reached through several topics or selectors
     /// gets an entry once.
@@ -91,7 +96,7 @@ impl Registry {
     pub fn insert(
         &mut self,
         filter: Arc<Filter>,
-        queue: mpsc::Sender<Bytes>,
+        queue: mpsc::Sender<Queued>,
         after: Position,
     ) -> SubscriberId {
         self.next_id += 1;
@@ -161,7 +166,10 @@ impl Registry {
             if !slot.filter.accepts_update(update) {
                 return;
             }
-            match slot.queue.try_send(entry.frame.clone()) {
+            match slot
+                .queue
+                .try_send((entry.frame.clone(), entry.committed_at))
+            {
                 Ok(()) => stats.delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     stats.cut_off += 1;

@@ -10,22 +10,20 @@
 //! position `head`: everything up to `head` comes from replay (memory tail or store), everything
 //! after it from its live queue. So there is no gap and no duplicate, whatever races.
 
-use std::collections::{HashSet, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use bytes::Bytes;
-use futures_core::Stream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Claims;
-use crate::fanout::{Filter, Registry, SubscriberId};
+use crate::fanout::{Filter, Queued, Registry};
 use crate::log::{Retention, Store, StoreError};
+use crate::metrics::{FailureReason, HubMetrics, ReplaySource};
 use crate::selector::Selector;
-use crate::update::{encode_frame, LogEntry, Position, StoredUpdate, Update};
+use crate::subscription::{Registration, StoreReplay, Subscription};
+use crate::update::{LogEntry, Position, Update};
+use crate::writer::Writer;
 
 /// The reserved `Last-Event-ID` value meaning "everything still retained".
 pub const EARLIEST: &str = "earliest";
@@ -135,13 +133,14 @@ pub(crate) struct State {
     /// Position of the last update published to the tail and the live queues.
     pub(crate) committed: Position,
     pub(crate) tail: VecDeque<Arc<LogEntry>>,
-    registry: Registry,
-    closed: bool,
+    pub(crate) registry: Registry,
+    pub(crate) closed: bool,
 }
 
 pub(crate) struct Shared {
     pub(crate) config: HubConfig,
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: HubMetrics,
     state: Mutex<State>,
 }
 
@@ -155,7 +154,7 @@ impl Shared {
     }
 }
 
-enum Command {
+pub(crate) enum Command {
     Publish(Update, oneshot::Sender<Result<Published, PublishError>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -200,6 +199,7 @@ impl Hub {
             }),
             store,
             config,
+            metrics: HubMetrics::default(),
         });
         let (commands, rx) = mpsc::channel(shared.config.pending_publishes.max(1));
         tokio::spawn(Writer::new(shared.clone(), last).run(rx));
@@ -211,12 +211,28 @@ impl Hub {
         if update.topics.is_empty() {
             return Err(PublishError::NoTopic);
         }
+        let started = Instant::now();
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Publish(update, reply))
-            .await
-            .map_err(|_| PublishError::Closed)?;
-        answer.await.map_err(|_| PublishError::Closed)?
+        let outcome = match self.commands.send(Command::Publish(update, reply)).await {
+            Ok(()) => answer.await.unwrap_or(Err(PublishError::Closed)),
+            Err(_) => Err(PublishError::Closed),
+        };
+        let metrics = &self.shared.metrics;
+        match &outcome {
+            Ok(_) => metrics
+                .publish_seconds
+                .observe(started.elapsed().as_secs_f64()),
+            Err(PublishError::DuplicateId(_)) => metrics.failure(FailureReason::Duplicate),
+            Err(PublishError::Store(_)) => metrics.failure(FailureReason::Store),
+            Err(PublishError::Closed) => metrics.failure(FailureReason::Closed),
+            Err(PublishError::NoTopic) => {}
+        }
+        outcome
+    }
+
+    /// The engine's metrics (register them with [`HubMetrics::register`]).
+    pub fn metrics(&self) -> &HubMetrics {
+        &self.shared.metrics
     }
 
     /// Starts a subscription: replay after `last_event_id` (if given), then live updates.
@@ -239,7 +255,7 @@ impl Hub {
             request.selectors,
             request.claims.and_then(|c| c.subscribe),
         ));
-        let (queue, live) = mpsc::channel(self.shared.config.queue_capacity.max(1));
+        let (queue, live) = mpsc::channel::<Queued>(self.shared.config.queue_capacity.max(1));
 
         let mut state = self.shared.lock();
         if state.closed {
@@ -260,6 +276,7 @@ impl Hub {
                 .front()
                 .is_some_and(|first| first.update.position <= after.saturating_add(1));
             if covered {
+                self.shared.metrics.replay(ReplaySource::Memory);
                 let start = state.tail.partition_point(|e| e.update.position <= after);
                 replay.extend(
                     state
@@ -269,6 +286,7 @@ impl Hub {
                         .map(|e| e.frame.clone()),
                 );
             } else {
+                self.shared.metrics.replay(ReplaySource::Store);
                 from_store = Some(StoreReplay {
                     store: self.shared.store.clone(),
                     after,
@@ -279,6 +297,8 @@ impl Hub {
             }
         }
         drop(state);
+        self.shared.metrics.subscriptions.inc();
+        self.shared.metrics.subscribers_connected.inc();
 
         Ok(Subscription {
             resumed_from,
@@ -311,293 +331,4 @@ impl Hub {
             let _ = finished.await;
         }
     }
-}
-
-type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<StoredUpdate>, StoreError>> + Send>>;
-
-struct StoreReplay {
-    store: Arc<dyn Store>,
-    after: Position,
-    until: Position,
-    chunk: usize,
-    pending: Option<ReadFuture>,
-}
-
-struct Registration {
-    shared: Weak<Shared>,
-    id: SubscriberId,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.lock().registry.remove(self.id);
-        }
-    }
-}
-
-/// A subscriber's stream of SSE frames: the replay, then live updates, in log order.
-///
-/// It ends when the subscriber was cut off for being too slow (after the frames already queued),
-/// when the hub shuts down, or when a replay read from the store fails. Dropping it unregisters
-/// the subscriber.
-pub struct Subscription {
-    resumed_from: Option<ResumedFrom>,
-    replay: VecDeque<Bytes>,
-    from_store: Option<StoreReplay>,
-    filter: Arc<Filter>,
-    live: mpsc::Receiver<Bytes>,
-    registration: Registration,
-    /// A replay read failed: the stream is over.
-    failed: bool,
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("resumed_from", &self.resumed_from)
-            .field("id", &self.registration.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Subscription {
-    /// Where the replay started, when a last event id was given.
-    pub fn resumed_from(&self) -> Option<&ResumedFrom> {
-        self.resumed_from.as_ref()
-    }
-}
-
-impl Stream for Subscription {
-    type Item = Bytes;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = self.get_mut();
-        if this.failed {
-            return Poll::Ready(None);
-        }
-        loop {
-            if let Some(frame) = this.replay.pop_front() {
-                return Poll::Ready(Some(frame));
-            }
-            let Some(sr) = this.from_store.as_mut() else {
-                return this.live.poll_recv(cx);
-            };
-            if sr.after >= sr.until {
-                this.from_store = None;
-                continue;
-            }
-            let read = sr.pending.get_or_insert_with(|| {
-                let store = sr.store.clone();
-                let (after, chunk) = (sr.after, sr.chunk);
-                Box::pin(async move { store.read_after(after, chunk).await })
-            });
-            match read.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => {
-                    tracing::warn!(error = %e, "replay from the store failed; ending the stream");
-                    this.failed = true;
-                    this.from_store = None;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Ok(batch)) => {
-                    sr.pending = None;
-                    if batch.is_empty() {
-                        sr.after = sr.until;
-                    }
-                    for update in batch {
-                        if update.position > sr.until {
-                            sr.after = sr.until;
-                            break;
-                        }
-                        sr.after = update.position;
-                        if this.filter.accepts_update(&update) {
-                            this.replay.push_back(encode_frame(&update));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-struct Writer {
-    shared: Arc<Shared>,
-    next_position: Position,
-    last_trim: Instant,
-}
-
-/// How often the writer applies retention to the store.
-const TRIM_EVERY: Duration = Duration::from_secs(1);
-/// Most store trim calls per retention pass.
-const TRIM_ROUNDS: usize = 8;
-
-impl Writer {
-    fn new(shared: Arc<Shared>, last: Position) -> Self {
-        Self {
-            shared,
-            next_position: last + 1,
-            last_trim: Instant::now(),
-        }
-    }
-
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let max_batch = self.shared.config.max_batch.max(1);
-        let mut batch = Vec::with_capacity(max_batch);
-        while let Some(first) = commands.recv().await {
-            let mut shutdown = None;
-            match first {
-                Command::Publish(u, r) => batch.push((u, r)),
-                Command::Shutdown(done) => shutdown = Some(done),
-            }
-            while shutdown.is_none() && batch.len() < max_batch {
-                match commands.try_recv() {
-                    Ok(Command::Publish(u, r)) => batch.push((u, r)),
-                    Ok(Command::Shutdown(done)) => shutdown = Some(done),
-                    Err(_) => break,
-                }
-            }
-            if !batch.is_empty() {
-                self.commit(&mut batch).await;
-            }
-            if let Some(done) = shutdown {
-                self.close(&mut commands);
-                let _ = done.send(());
-                return;
-            }
-            if self.last_trim.elapsed() >= TRIM_EVERY {
-                self.trim().await;
-            }
-        }
-        self.close(&mut commands);
-    }
-
-    async fn commit(
-        &mut self,
-        batch: &mut Vec<(Update, oneshot::Sender<Result<Published, PublishError>>)>,
-    ) {
-        let now_ms = unix_millis();
-        let mut accepted = Vec::with_capacity(batch.len());
-        let mut stored = Vec::with_capacity(batch.len());
-        let mut ids_in_batch = HashSet::new();
-        for (update, reply) in batch.drain(..) {
-            let id = match &update.id {
-                Some(id) => {
-                    let id = id.as_str().to_owned();
-                    let known = match self.shared.store.position_of(&id).await {
-                        Ok(p) => p.is_some(),
-                        Err(e) => {
-                            let _ = reply.send(Err(e.into()));
-                            continue;
-                        }
-                    };
-                    if known || !ids_in_batch.insert(id.clone()) {
-                        let _ = reply.send(Err(PublishError::DuplicateId(id)));
-                        continue;
-                    }
-                    id
-                }
-                None => format!("urn:uuid:{}", uuid::Uuid::now_v7()),
-            };
-            let position = self.next_position;
-            self.next_position += 1;
-            stored.push(StoredUpdate {
-                position,
-                id: id.clone(),
-                topics: update.topics,
-                private: update.private,
-                event_type: update.event_type.map(|t| t.into_string()),
-                retry: update.retry,
-                data: update.data,
-                time_ms: now_ms,
-            });
-            accepted.push((Published { id, position }, reply));
-        }
-        if stored.is_empty() {
-            return;
-        }
-        if let Err(e) = self.shared.store.append(&stored).await {
-            tracing::error!(error = %e, count = stored.len(), "store append failed; publishes refused");
-            let message = e.to_string();
-            for (_, reply) in accepted {
-                let _ = reply.send(Err(PublishError::Store(StoreError::Io(message.clone()))));
-            }
-            return;
-        }
-        let entries: Vec<_> = stored.into_iter().map(LogEntry::new).collect();
-        {
-            let mut state = self.shared.lock();
-            let tail_cap = self.tail_capacity();
-            for entry in entries {
-                state.committed = entry.update.position;
-                state.registry.deliver(&entry);
-                state.tail.push_back(entry);
-            }
-            while state.tail.len() > tail_cap {
-                state.tail.pop_front();
-            }
-        }
-        for (published, reply) in accepted {
-            let _ = reply.send(Ok(published));
-        }
-    }
-
-    fn tail_capacity(&self) -> usize {
-        let by_retention = self
-            .shared
-            .config
-            .retention
-            .max_updates
-            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        self.shared.config.memory_tail.min(by_retention)
-    }
-
-    /// Applies retention. A store removes a bounded number of updates per call, so this calls
-    /// again while it removes something, up to a bound that keeps publishes from waiting long.
-    async fn trim(&mut self) {
-        self.last_trim = Instant::now();
-        let mut removed = 0;
-        for _ in 0..TRIM_ROUNDS {
-            match self
-                .shared
-                .store
-                .trim(&self.shared.config.retention, unix_millis())
-                .await
-            {
-                Ok(0) => break,
-                Ok(n) => removed += n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "applying retention failed");
-                    break;
-                }
-            }
-        }
-        if removed > 0 {
-            tracing::debug!(removed, "retention applied");
-        }
-    }
-
-    /// Refuses what is still queued and ends every live subscription.
-    fn close(&mut self, commands: &mut mpsc::Receiver<Command>) {
-        commands.close();
-        while let Ok(cmd) = commands.try_recv() {
-            match cmd {
-                Command::Publish(_, reply) => {
-                    let _ = reply.send(Err(PublishError::Closed));
-                }
-                Command::Shutdown(done) => {
-                    let _ = done.send(());
-                }
-            }
-        }
-        let mut state = self.shared.lock();
-        state.closed = true;
-        state.registry.clear();
-    }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -16,13 +16,17 @@ mod fanout;
 mod history;
 mod hub;
 pub mod log;
+pub mod metrics;
 pub mod selector;
+mod subscription;
 mod update;
+mod writer;
 
 pub use fanout::Filter;
 pub use history::{HistoryPage, HistoryRequest};
 pub use hub::{
     Hub, HubConfig, PublishError, Published, ResumedFrom, SubscribeError, SubscribeRequest,
-    Subscription, EARLIEST,
+    EARLIEST,
 };
+pub use subscription::Subscription;
 pub use update::{LogEntry, Position, StoredUpdate, Update};

@@ -1,6 +1,7 @@
 //! Updates: what a publisher sends, and what the log holds once it is accepted.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use herald_sse::{Event, EventId, EventType};
@@ -110,13 +111,19 @@ pub struct LogEntry {
     pub update: StoredUpdate,
     /// The encoded `event:`/`retry:`/`id:`/`data:` frame.
     pub frame: Bytes,
+    /// When this process committed it (or loaded it), for delivery latency.
+    pub committed_at: Instant,
 }
 
 impl LogEntry {
     /// Encodes the frame of a stored update.
     pub fn new(update: StoredUpdate) -> Arc<Self> {
         let frame = encode_frame(&update);
-        Arc::new(Self { update, frame })
+        Arc::new(Self {
+            update,
+            frame,
+            committed_at: Instant::now(),
+        })
     }
 }
 

@@ -1,0 +1,138 @@
+//! A subscriber's stream: the replay (from the memory tail or the store), then live frames from
+//! its bounded queue.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::sync::mpsc;
+
+use crate::fanout::{Filter, Queued, SubscriberId};
+use crate::hub::{ResumedFrom, Shared};
+use crate::log::{Store, StoreError};
+use crate::update::{encode_frame, Position, StoredUpdate};
+
+type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<StoredUpdate>, StoreError>> + Send>>;
+
+pub(crate) struct StoreReplay {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) after: Position,
+    pub(crate) until: Position,
+    pub(crate) chunk: usize,
+    pub(crate) pending: Option<ReadFuture>,
+}
+
+pub(crate) struct Registration {
+    pub(crate) shared: Weak<Shared>,
+    pub(crate) id: SubscriberId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.lock().registry.remove(self.id);
+            shared.metrics.subscribers_connected.dec();
+        }
+    }
+}
+
+/// A subscriber's stream of SSE frames: the replay, then live updates, in log order.
+///
+/// It ends when the subscriber was cut off for being too slow (after the frames already queued),
+/// when the hub shuts down, or when a replay read from the store fails. Dropping it unregisters
+/// the subscriber.
+pub struct Subscription {
+    pub(crate) resumed_from: Option<ResumedFrom>,
+    pub(crate) replay: VecDeque<Bytes>,
+    pub(crate) from_store: Option<StoreReplay>,
+    pub(crate) filter: Arc<Filter>,
+    pub(crate) live: mpsc::Receiver<Queued>,
+    pub(crate) registration: Registration,
+    /// A replay read failed: the stream is over.
+    pub(crate) failed: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("resumed_from", &self.resumed_from)
+            .field("id", &self.registration.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Where the replay started, when a last event id was given.
+    pub fn resumed_from(&self) -> Option<&ResumedFrom> {
+        self.resumed_from.as_ref()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(frame) = this.replay.pop_front() {
+                return Poll::Ready(Some(frame));
+            }
+            let Some(sr) = this.from_store.as_mut() else {
+                return match this.live.poll_recv(cx) {
+                    Poll::Ready(Some((frame, committed_at))) => {
+                        if let Some(shared) = this.registration.shared.upgrade() {
+                            shared
+                                .metrics
+                                .delivery_seconds
+                                .observe(committed_at.elapsed().as_secs_f64());
+                        }
+                        Poll::Ready(Some(frame))
+                    }
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                };
+            };
+            if sr.after >= sr.until {
+                this.from_store = None;
+                continue;
+            }
+            let read = sr.pending.get_or_insert_with(|| {
+                let store = sr.store.clone();
+                let (after, chunk) = (sr.after, sr.chunk);
+                Box::pin(async move { store.read_after(after, chunk).await })
+            });
+            match read.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!(error = %e, "replay from the store failed; ending the stream");
+                    this.failed = true;
+                    this.from_store = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(batch)) => {
+                    sr.pending = None;
+                    if batch.is_empty() {
+                        sr.after = sr.until;
+                    }
+                    for update in batch {
+                        if update.position > sr.until {
+                            sr.after = sr.until;
+                            break;
+                        }
+                        sr.after = update.position;
+                        if this.filter.accepts_update(&update) {
+                            this.replay.push_back(encode_frame(&update));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
