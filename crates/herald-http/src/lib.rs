@@ -19,6 +19,7 @@ pub mod demo;
 pub mod form;
 mod history;
 pub mod limits;
+pub mod ops;
 mod publish;
 pub mod response;
 pub mod server;
@@ -98,18 +99,27 @@ pub struct AppState {
     pub config: HttpConfig,
     /// Open subscriber streams, against the limits.
     pub admission: limits::Admission,
+    /// The HTTP layer's metrics.
+    pub metrics: ops::HttpMetrics,
+    /// Every metric, for `/metrics`.
+    pub registry: prometheus_client::registry::Registry,
 }
 
 /// The routes: `/.well-known/mercure` (GET/HEAD subscribe, POST publish, anything else 405),
-/// `/.well-known/mercure/history` (JSON history for polling clients), and the hub UI at `/` with
-/// the demo pages at `/demos/…`. Every response carries security headers.
+/// `/.well-known/mercure/history` (JSON history for polling clients), `/metrics`, `/healthz`,
+/// `/readyz`, and the hub UI at `/` with the demo pages at `/demos/…`. Every response carries
+/// security headers.
 pub fn router(hub: Hub, config: HttpConfig) -> Router {
     let admission = limits::Admission::new(config.max_subscribers, config.max_subscribers_per_ip);
     let cors = cors::layer(&config.cors_origins);
+    let metrics = ops::HttpMetrics::default();
+    let registry = ops::registry(&hub, &metrics);
     let state = Arc::new(AppState {
         hub,
         config,
         admission,
+        metrics,
+        registry,
     });
     let routes = Router::new()
         .route(
@@ -117,6 +127,9 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
             get(subscribe::subscribe).post(publish::publish),
         )
         .route(HISTORY_PATH, get(history::history))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .merge(ui::routes())
         .with_state(state.clone());
     let routes = match cors {

@@ -27,7 +27,15 @@ pub(crate) async fn publish(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Response {
-    let query_token = query.as_deref().and_then(|q| {
+    let response = accept(&app, &headers, query.as_deref(), body).await;
+    if response.status().is_client_error() {
+        app.metrics.publishes_refused.inc();
+    }
+    response
+}
+
+async fn accept(app: &AppState, headers: &HeaderMap, query: Option<&str>, body: Body) -> Response {
+    let query_token = query.and_then(|q| {
         form::parse(q.as_bytes())
             .ok()?
             .into_iter()
@@ -35,14 +43,14 @@ pub(crate) async fn publish(
             .map(|(_, v)| v)
     });
     let claims = match identify(
-        &headers,
+        headers,
         query_token.as_deref(),
         &app.config.cookie_name,
         app.config.publisher_key.as_ref(),
     ) {
         Ok(Caller::Authenticated(claims, source)) => {
             if source == TokenSource::Cookie
-                && !origin_allowed(&headers, &app.config.publish_origins)
+                && !origin_allowed(headers, &app.config.publish_origins)
             {
                 return error(
                     StatusCode::UNAUTHORIZED,

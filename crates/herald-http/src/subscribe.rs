@@ -24,6 +24,7 @@ use herald_hub::{SubscribeError, SubscribeRequest, Subscription};
 use tokio::time::Instant;
 
 use crate::limits::{Refusal, Slot};
+use crate::ops::HttpMetrics;
 use crate::response::error;
 use crate::token::{identify, Caller};
 use crate::{form, AppState};
@@ -37,7 +38,22 @@ pub(crate) async fn subscribe(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let fields = match form::parse(query.as_deref().unwrap_or("").as_bytes()) {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let response = open_stream(&app, peer, &headers, query.as_deref()).await;
+    if !response.status().is_success() {
+        app.metrics.subscriptions_refused.inc();
+        tracing::debug!(status = %response.status(), peer = ?peer, "subscription refused");
+    }
+    response
+}
+
+async fn open_stream(
+    app: &Arc<AppState>,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Response {
+    let fields = match form::parse(query.unwrap_or("").as_bytes()) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -70,7 +86,7 @@ pub(crate) async fn subscribe(
         );
     }
     let claims = match identify(
-        &headers,
+        headers,
         query_token,
         &app.config.cookie_name,
         app.config.subscriber_key.as_ref(),
@@ -98,10 +114,7 @@ pub(crate) async fn subscribe(
             }
         },
     };
-    let slot = match app
-        .admission
-        .admit(peer.map(|Extension(ConnectInfo(a))| a.ip()))
-    {
+    let slot = match app.admission.admit(peer.map(|a| a.ip())) {
         Ok(slot) => slot,
         Err(Refusal::HubFull) => {
             return busy(
@@ -156,7 +169,26 @@ pub(crate) async fn subscribe(
     }
 
     let deadline = stream_deadline(app.config.write_timeout, expires_at);
-    let body = Body::from_stream(frames(subscription, slot, app.config.heartbeat, deadline));
+    tracing::info!(
+        peer = ?peer,
+        subscriber = subscription.id(),
+        resumed_from = subscription.resumed_from().map(|r| r.as_header_value()),
+        "stream opened"
+    );
+    let log = StreamLog {
+        peer,
+        subscriber: subscription.id(),
+        opened: Instant::now(),
+        bytes: 0,
+        metrics: app.metrics.clone(),
+    };
+    let body = Body::from_stream(frames(
+        subscription,
+        slot,
+        log,
+        app.config.heartbeat,
+        deadline,
+    ));
     (StatusCode::OK, response_headers, body).into_response()
 }
 
@@ -195,8 +227,37 @@ fn stream_deadline(write_timeout: Option<Duration>, expires_at: Option<u64>) -> 
     }
 }
 
+/// Counts what a stream wrote and logs one line when it closes (never a token).
+struct StreamLog {
+    peer: Option<SocketAddr>,
+    subscriber: u64,
+    opened: Instant,
+    bytes: u64,
+    metrics: HttpMetrics,
+}
+
+impl StreamLog {
+    fn wrote(&mut self, chunk: &Bytes) {
+        self.bytes += chunk.len() as u64;
+        self.metrics.bytes_written.inc_by(chunk.len() as u64);
+    }
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            peer = ?self.peer,
+            subscriber = self.subscriber,
+            duration_ms = self.opened.elapsed().as_millis() as u64,
+            bytes = self.bytes,
+            "stream closed"
+        );
+    }
+}
+
 struct Stream {
     subscription: Subscription,
+    log: StreamLog,
     /// Held for the stream's life: the admission slot is given back when the body is dropped.
     _slot: Slot,
     heartbeat: Duration,
@@ -207,11 +268,13 @@ struct Stream {
 fn frames(
     subscription: Subscription,
     slot: Slot,
+    log: StreamLog,
     heartbeat: Duration,
     deadline: Option<Instant>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     let state = Stream {
         subscription,
+        log,
         _slot: slot,
         heartbeat,
         deadline,
@@ -220,7 +283,9 @@ fn frames(
     futures_util::stream::unfold(state, |mut s| async move {
         if !s.started {
             s.started = true;
-            return Some((Ok(Bytes::from_static(b":\n")), s));
+            let hello = Bytes::from_static(b":\n");
+            s.log.wrote(&hello);
+            return Some((Ok(hello), s));
         }
         let idle_until = Instant::now() + s.heartbeat;
         let until = s.deadline.map_or(idle_until, |d| d.min(idle_until));
@@ -228,11 +293,16 @@ fn frames(
         match next {
             Ok(Some(frame)) => {
                 let chunk = coalesce(frame, &mut s.subscription);
+                s.log.wrote(&chunk);
                 Some((Ok(chunk), s))
             }
             Ok(None) => None,
             Err(_) if s.deadline.is_some_and(|d| Instant::now() >= d) => None,
-            Err(_) => Some((Ok(Bytes::from_static(b":\n")), s)),
+            Err(_) => {
+                let heartbeat = Bytes::from_static(b":\n");
+                s.log.wrote(&heartbeat);
+                Some((Ok(heartbeat), s))
+            }
         }
     })
 }

@@ -314,6 +314,19 @@ impl Hub {
         })
     }
 
+    /// Whether the hub can take publishes now: not shutting down, and its store answers.
+    pub async fn ready(&self) -> Result<(), String> {
+        if self.shared.lock().closed || self.commands.is_closed() {
+            return Err("the hub is shutting down".into());
+        }
+        self.shared
+            .store
+            .last_position()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the store does not answer: {e}"))
+    }
+
     /// The position of the last update offered to subscribers.
     pub fn committed_position(&self) -> Position {
         self.shared.lock().committed

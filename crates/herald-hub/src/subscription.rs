@@ -66,6 +66,11 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
+    /// A number identifying this subscription in the hub (for logs).
+    pub fn id(&self) -> u64 {
+        self.registration.id
+    }
+
     /// Where the replay started, when a last event id was given.
     pub fn resumed_from(&self) -> Option<&ResumedFrom> {
         self.resumed_from.as_ref()
