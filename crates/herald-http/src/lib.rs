@@ -24,6 +24,7 @@ mod publish;
 pub mod response;
 pub mod server;
 mod subscribe;
+mod subscriptions;
 pub mod token;
 mod ui;
 
@@ -130,6 +131,7 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .merge(subscriptions::routes())
         .merge(ui::routes())
         .with_state(state.clone());
     let routes = match cors {

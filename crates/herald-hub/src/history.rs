@@ -58,7 +58,7 @@ impl Hub {
             None => {
                 let next = match head_id {
                     Some(id) => id,
-                    None => self.id_at_or_before(head).await?,
+                    None => self.last_event_id().await?,
                 };
                 return Ok(HistoryPage {
                     updates: Vec::new(),
@@ -131,22 +131,5 @@ impl Hub {
             }
         }
         Ok(self.shared.store.read_after(after, limit).await?)
-    }
-
-    /// The id of the last retained update at or before `position` (`earliest` if none): the
-    /// memory tail may be empty (e.g. `memory_tail: 0`), so look in the store.
-    async fn id_at_or_before(&self, position: Position) -> Result<String, SubscribeError> {
-        if position == 0 {
-            return Ok(EARLIEST.to_owned());
-        }
-        let chunk = self
-            .shared
-            .store
-            .read_after(position.saturating_sub(1), 1)
-            .await?;
-        Ok(chunk
-            .into_iter()
-            .find(|u| u.position == position)
-            .map_or_else(|| EARLIEST.to_owned(), |u| u.id))
     }
 }

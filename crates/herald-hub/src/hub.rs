@@ -10,18 +10,19 @@
 //! position `head`: everything up to `head` comes from replay (memory tail or store), everything
 //! after it from its live queue. So there is no gap and no duplicate, whatever races.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Claims;
-use crate::fanout::{Filter, Queued, Registry};
+use crate::fanout::{Filter, Queued, Registry, SubscriberId};
 use crate::log::{Retention, Store, StoreError};
 use crate::metrics::{FailureReason, HubMetrics, ReplaySource};
 use crate::selector::Selector;
 use crate::subscription::{Registration, StoreReplay, Subscription};
+use crate::subscriptions::{announce, ActiveSubscription};
 use crate::update::{LogEntry, Position, Update};
 use crate::writer::Writer;
 
@@ -44,6 +45,10 @@ pub struct HubConfig {
     pub replay_chunk: usize,
     /// Publish requests waiting for the writer before `publish` itself waits. Default: 16,384.
     pub pending_publishes: usize,
+    /// Announce each subscription's start and end as private updates on
+    /// `/.well-known/mercure/subscriptions/{topic}/{subscriber}` and keep the list for the
+    /// subscriptions API. Default: off.
+    pub subscription_events: bool,
 }
 
 impl Default for HubConfig {
@@ -55,6 +60,7 @@ impl Default for HubConfig {
             max_batch: 1024,
             replay_chunk: 512,
             pending_publishes: 16_384,
+            subscription_events: false,
         }
     }
 }
@@ -134,6 +140,8 @@ pub(crate) struct State {
     pub(crate) committed: Position,
     pub(crate) tail: VecDeque<Arc<LogEntry>>,
     pub(crate) registry: Registry,
+    /// Live subscriptions, kept only when subscription events are on.
+    pub(crate) active: HashMap<SubscriberId, Arc<ActiveSubscription>>,
     pub(crate) closed: bool,
 }
 
@@ -195,6 +203,7 @@ impl Hub {
                 committed: last,
                 tail,
                 registry: Registry::default(),
+                active: HashMap::new(),
                 closed: false,
             }),
             store,
@@ -230,6 +239,11 @@ impl Hub {
         outcome
     }
 
+    /// The settings the hub was opened with.
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+
     /// The engine's metrics (register them with [`HubMetrics::register`]).
     pub fn metrics(&self) -> &HubMetrics {
         &self.shared.metrics
@@ -251,6 +265,16 @@ impl Hub {
                 None => (Some(0), Some(ResumedFrom::Earliest)),
             },
         };
+        let active = self.shared.config.subscription_events.then(|| {
+            ActiveSubscription::new(
+                request
+                    .selectors
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect(),
+                request.claims.as_ref().and_then(|c| c.payload.clone()),
+            )
+        });
         let filter = Arc::new(Filter::new(
             request.selectors,
             request.claims.and_then(|c| c.subscribe),
@@ -296,7 +320,13 @@ impl Hub {
                 });
             }
         }
+        if let Some(sub) = &active {
+            state.active.insert(id, sub.clone());
+        }
         drop(state);
+        if let Some(sub) = &active {
+            announce(&self.commands, sub, true);
+        }
         self.shared.metrics.subscriptions.inc();
         self.shared.metrics.subscribers_connected.inc();
 
@@ -309,6 +339,7 @@ impl Hub {
             registration: Registration {
                 shared: Arc::downgrade(&self.shared),
                 id,
+                announce: active.map(|sub| (self.commands.downgrade(), sub)),
             },
             failed: false,
         })

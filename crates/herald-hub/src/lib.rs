@@ -19,6 +19,7 @@ pub mod log;
 pub mod metrics;
 pub mod selector;
 mod subscription;
+pub mod subscriptions;
 mod update;
 mod writer;
 

@@ -12,8 +12,9 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 
 use crate::fanout::{Filter, Queued, SubscriberId};
-use crate::hub::{ResumedFrom, Shared};
+use crate::hub::{Command, ResumedFrom, Shared};
 use crate::log::{Store, StoreError};
+use crate::subscriptions::{announce, ActiveSubscription};
 use crate::update::{encode_frame, Position, StoredUpdate};
 
 type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<StoredUpdate>, StoreError>> + Send>>;
@@ -29,13 +30,24 @@ pub(crate) struct StoreReplay {
 pub(crate) struct Registration {
     pub(crate) shared: Weak<Shared>,
     pub(crate) id: SubscriberId,
+    /// With subscription events on: where to announce the end, and what.
+    pub(crate) announce: Option<(mpsc::WeakSender<Command>, Arc<ActiveSubscription>)>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.upgrade() {
-            shared.lock().registry.remove(self.id);
+            {
+                let mut state = shared.lock();
+                state.registry.remove(self.id);
+                state.active.remove(&self.id);
+            }
             shared.metrics.subscribers_connected.dec();
+        }
+        if let Some((commands, sub)) = &self.announce {
+            if let Some(commands) = commands.upgrade() {
+                announce(&commands, sub, false);
+            }
         }
     }
 }
