@@ -281,6 +281,9 @@ impl Decoder {
         };
         match name {
             b"data" => {
+                // One exact allocation for the value and its LF (a huge value would otherwise
+                // be allocated, then doubled just to add the LF).
+                self.data.reserve(value.len() + 1);
                 push_lossy(&mut self.data, value);
                 self.data.push('\n');
                 if self.data.len() + self.event_type.len() > self.config.max_event_size {
@@ -338,6 +341,12 @@ impl Decoder {
 
 /// Appends `bytes` decoded as UTF-8, with one U+FFFD per maximal invalid subpart.
 fn push_lossy(out: &mut String, bytes: &[u8]) {
+    // Valid text is the common case, and `from_utf8` checks it a word at a time; the chunked
+    // lossy pass (a byte at a time) runs only for text that needs replacement characters.
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        out.push_str(text);
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());
         if !chunk.invalid().is_empty() {

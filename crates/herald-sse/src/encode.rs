@@ -5,7 +5,7 @@
 //! [`EventId`](crate::EventId) and [`EventType`](crate::EventType) cannot hold line ends and data is
 //! split on every line end (CRLF, CR or LF), no value can add fields to the stream.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::Event;
 
@@ -48,14 +48,19 @@ impl Event {
     /// Encodes the frame into one shared buffer. Encode an update once and hand clones of the
     /// returned [`Bytes`] to every subscriber: cloning is a reference-count increment.
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.encoded_len());
-        self.encode_into(&mut out);
-        out.freeze()
+        // An exact-capacity Vec becomes Bytes without a copy.
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.write(&mut out);
+        Bytes::from(out)
     }
 
     /// Appends the frame to `out`.
     pub fn encode_into(&self, out: &mut BytesMut) {
         out.reserve(self.encoded_len());
+        self.write(out);
+    }
+
+    fn write(&self, out: &mut impl Sink) {
         let mut any_field = false;
         if let Some(c) = &self.comment {
             put_lines(out, COMMENT, c);
@@ -78,15 +83,34 @@ impl Event {
             any_field = true;
         }
         if any_field {
-            out.put_u8(b'\n');
+            out.put(b"\n");
         }
     }
 }
 
-fn put_field(out: &mut BytesMut, prefix: &[u8], value: &[u8]) {
-    out.put_slice(prefix);
-    out.put_slice(value);
-    out.put_u8(b'\n');
+/// Where frames are written: plain appends the compiler can inline (`BufMut::put_slice` is not).
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for BytesMut {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+fn put_field(out: &mut impl Sink, prefix: &[u8], value: &[u8]) {
+    out.put(prefix);
+    out.put(value);
+    out.put(b"\n");
 }
 
 /// Calls `f` with each line of `text`, split on CRLF, CR or LF. Text ending in a line end has an
@@ -118,7 +142,7 @@ fn lines_len(text: &str, prefix_len: usize) -> usize {
     len
 }
 
-fn put_lines(out: &mut BytesMut, prefix: &[u8], text: &str) {
+fn put_lines(out: &mut impl Sink, prefix: &[u8], text: &str) {
     for_each_line(text, |line| put_field(out, prefix, line));
 }
 
