@@ -99,6 +99,26 @@ test("the publish form publishes with fetch and the page receives its update", {
   }
 });
 
+test("the Last-Event-ID field replays what came before, then goes on live", { timeout: 30_000 }, async () => {
+  const hub = await startHub();
+  const page = await newPage(browser);
+  try {
+    const token = await publisherToken();
+    for (const n of [1, 2, 3]) await publish(hub, { topic: "urn:e2e:replay", data: `old ${n}`, id: `old-${n}` }, { token });
+    await page.goto(`${hub.origin}/`);
+    await page.fill("#sub-topics", "urn:e2e:replay");
+    await page.fill("#sub-last", "old-1");
+    await page.click("#sub-start");
+    await rowCount(page, 2);
+    await publish(hub, { topic: "urn:e2e:replay", data: "new", id: "new-1" }, { token });
+    await rowCount(page, 3);
+    assert.deepEqual((await rows(page)).map((r) => r.id), ["old-2", "old-3", "new-1"]);
+  } finally {
+    await page.context().close();
+    await hub.stop();
+  }
+});
+
 test("a refused subscription shows the hub's reason and stays closed", { timeout: 30_000 }, async () => {
   const hub = await startHub();
   const page = await newPage(browser);
