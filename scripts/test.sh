@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The reverse-proxy test (crates/herald/tests/ops_proxy.rs) runs Debian's real nginx.
+if [ ! -x /usr/sbin/nginx ]; then
+  echo "== installing nginx (for the reverse-proxy test)"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  { $sudo apt-get update -qq &&
+    { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 ||
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }; } ||
+    echo "warning: could not install nginx; the reverse-proxy test will fail" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

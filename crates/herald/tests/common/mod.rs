@@ -114,22 +114,7 @@ impl HubProcess {
 
     /// The subscribe URL for `topics`, with extra query fields.
     pub fn subscribe_url(&self, topics: &[&str], extra: &[(&str, &str)]) -> String {
-        let mut url = self.endpoint.clone();
-        let mut sep = '?';
-        for topic in topics {
-            url.push(sep);
-            url.push_str("topic=");
-            url.push_str(&encode(topic));
-            sep = '&';
-        }
-        for (name, value) in extra {
-            url.push(sep);
-            url.push_str(name);
-            url.push('=');
-            url.push_str(&encode(value));
-            sep = '&';
-        }
-        url
+        subscribe_url_on(&self.endpoint, topics, extra)
     }
 
     /// SIGKILL, and waits for the process to be gone.
@@ -187,6 +172,36 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The subscribe URL for `topics` on the hub endpoint `endpoint` (e.g. one reached through a
+/// proxy), with extra query fields.
+pub fn subscribe_url_on(endpoint: &str, topics: &[&str], extra: &[(&str, &str)]) -> String {
+    let mut url = endpoint.to_owned();
+    let mut sep = '?';
+    for topic in topics {
+        url.push(sep);
+        url.push_str("topic=");
+        url.push_str(&encode(topic));
+        sep = '&';
+    }
+    for (name, value) in extra {
+        url.push(sep);
+        url.push_str(name);
+        url.push('=');
+        url.push_str(&encode(value));
+        sep = '&';
+    }
+    url
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released). Another
+/// process may take it before the caller binds it: callers retry on "address in use".
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
 }
 
 /// Percent-encodes a form or query value.
