@@ -20,7 +20,7 @@ pub mod form;
 mod history;
 pub mod limits;
 pub mod ops;
-mod publish;
+pub mod publish;
 pub mod response;
 pub mod server;
 mod subscribe;

@@ -142,8 +142,10 @@ async fn accept(app: &AppState, headers: &HeaderMap, query: Option<&str>, body: 
     }
 }
 
-/// The update described by a publish body, or what is wrong with it (for a 400).
-fn parse_update(body: &[u8], max_topics: usize) -> Result<Update, String> {
+/// The update described by a publish body (`application/x-www-form-urlencoded` Mercure fields),
+/// or what is wrong with it, for a 400 answer. Authorization and size limits are checked
+/// elsewhere.
+pub fn parse_update(body: &[u8], max_topics: usize) -> Result<Update, String> {
     let fields = form::parse(body).map_err(|e| e.to_string())?;
     let mut update = Update::new("", "");
     update.topics.clear();
