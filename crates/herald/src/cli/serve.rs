@@ -22,6 +22,20 @@ use super::keys::{self, KeyOrigin};
 /// Arguments of `herald serve`. Every option also reads an environment variable.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// A TOML file with any of these options (keys are the long option names); flags and
+    /// environment variables override it.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Announce subscriptions as private updates on /.well-known/mercure/subscriptions/… and
+    /// serve the subscriptions API.
+    #[arg(long, env = "HERALD_SUBSCRIPTIONS")]
+    subscriptions: bool,
+    /// Log format: `human` (default) or `json` (one object per line).
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// What to log: a level (`info`, `debug`, …) or directives like `herald_hub=debug,info`.
+    #[arg(long, env = "HERALD_LOG", default_value = "info")]
+    log: String,
     /// Address to listen on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -121,6 +135,28 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Sends `tracing` events to stderr in the chosen format.
+fn init_logs(format: LogFormat, directives: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
+        .map_err(|e| format!("invalid --log {directives:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // Already installed (e.g. in tests running serve twice): keep the first.
+    let _ = installed;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum StoreKind {
     Redb,
     Memory,
@@ -138,6 +174,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    init_logs(args.log_format, &args.log)?;
     let store: Arc<dyn Store> = match args.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
         StoreKind::Redb => {
@@ -181,6 +218,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_age: Some(args.retention_age),
             max_bytes: Some(args.retention_bytes),
         },
+        subscription_events: args.subscriptions,
         ..HubConfig::default()
     };
     let hub = Hub::open(hub_config, store)
