@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Time a client has to send its request head (slower ones are cut).
     #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     header_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long connections may take to finish before they are cut.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
     /// Send a `:` comment when a stream was idle this long.
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "40s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
@@ -250,6 +253,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         listen: args.listen,
         tls,
         header_read_timeout: args.header_timeout,
+        shutdown_grace: args.shutdown_grace,
         ..ServerConfig::default()
     })
     .await
