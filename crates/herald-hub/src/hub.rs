@@ -153,6 +153,39 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Makes committed entries visible: the memory tail, the committed position, and every live
+    /// subscriber they reach. Entries come in log order, after the current committed position.
+    pub(crate) fn apply(&self, entries: Vec<Arc<LogEntry>>) {
+        let metrics = &self.metrics;
+        let tail_cap = self.tail_capacity();
+        let mut state = self.lock();
+        let (mut delivered, mut cut_off) = (0, 0);
+        for entry in entries {
+            if entry.update.position <= state.committed {
+                continue;
+            }
+            state.committed = entry.update.position;
+            let d = state.registry.deliver(&entry);
+            delivered += d.delivered;
+            cut_off += d.cut_off;
+            state.tail.push_back(entry);
+        }
+        metrics.deliveries.inc_by(delivered);
+        metrics.slow_consumer_disconnects.inc_by(cut_off);
+        while state.tail.len() > tail_cap {
+            state.tail.pop_front();
+        }
+    }
+
+    fn tail_capacity(&self) -> usize {
+        let by_retention = self
+            .config
+            .retention
+            .max_updates
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        self.config.memory_tail.min(by_retention)
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated in a way that matters
         // more than stopping the hub would: keep serving.
@@ -212,6 +245,9 @@ impl Hub {
         });
         let (commands, rx) = mpsc::channel(shared.config.pending_publishes.max(1));
         tokio::spawn(Writer::new(shared.clone(), last).run(rx));
+        if shared.store.is_shared() {
+            tokio::spawn(crate::tailer::run(Arc::downgrade(&shared)));
+        }
         Ok(Self { shared, commands })
     }
 

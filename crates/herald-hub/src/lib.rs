@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod selector;
 mod subscription;
 pub mod subscriptions;
+mod tailer;
 mod update;
 mod writer;
 

@@ -11,6 +11,9 @@ use crate::hub::{Command, PublishError, Published, Shared};
 use crate::log::StoreError;
 use crate::update::{LogEntry, Position, StoredUpdate, Update};
 
+type Reply = oneshot::Sender<Result<Published, PublishError>>;
+type Accepted = (Published, Reply);
+
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     next_position: Position,
@@ -62,10 +65,7 @@ impl Writer {
         self.close(&mut commands);
     }
 
-    async fn commit(
-        &mut self,
-        batch: &mut Vec<(Update, oneshot::Sender<Result<Published, PublishError>>)>,
-    ) {
+    async fn commit(&mut self, batch: &mut Vec<(Update, Reply)>) {
         let now_ms = unix_millis();
         let mut accepted = Vec::with_capacity(batch.len());
         let mut stored = Vec::with_capacity(batch.len());
@@ -106,6 +106,10 @@ impl Writer {
         if stored.is_empty() {
             return;
         }
+        if self.shared.store.is_shared() {
+            self.commit_shared(stored, accepted).await;
+            return;
+        }
         let commit_started = Instant::now();
         let appended = self.shared.store.append(&stored).await;
         let metrics = &self.shared.metrics;
@@ -122,37 +126,49 @@ impl Writer {
             return;
         }
         metrics.updates.inc_by(stored.len() as u64);
-        let entries: Vec<_> = stored.into_iter().map(LogEntry::new).collect();
-        {
-            let mut state = self.shared.lock();
-            let tail_cap = self.tail_capacity();
-            let (mut delivered, mut cut_off) = (0, 0);
-            for entry in entries {
-                state.committed = entry.update.position;
-                let d = state.registry.deliver(&entry);
-                delivered += d.delivered;
-                cut_off += d.cut_off;
-                state.tail.push_back(entry);
-            }
-            metrics.deliveries.inc_by(delivered);
-            metrics.slow_consumer_disconnects.inc_by(cut_off);
-            while state.tail.len() > tail_cap {
-                state.tail.pop_front();
-            }
-        }
+        self.shared
+            .apply(stored.into_iter().map(LogEntry::new).collect());
         for (published, reply) in accepted {
             let _ = reply.send(Ok(published));
         }
     }
 
-    fn tail_capacity(&self) -> usize {
-        let by_retention = self
-            .shared
-            .config
-            .retention
-            .max_updates
-            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        self.shared.config.memory_tail.min(by_retention)
+    /// A shared store assigns positions; delivery happens when the tailer reads the updates back
+    /// from the log, in the log's order, like every other process's updates.
+    async fn commit_shared(&mut self, stored: Vec<StoredUpdate>, accepted: Vec<Accepted>) {
+        let commit_started = Instant::now();
+        let appended = self.shared.store.append_shared(&stored).await;
+        let metrics = &self.shared.metrics;
+        metrics
+            .commit_seconds
+            .observe(commit_started.elapsed().as_secs_f64());
+        metrics.commit_batch_size.observe(stored.len() as f64);
+        let positions = match appended {
+            Ok(p) if p.len() == accepted.len() => p,
+            Ok(_) | Err(_) => {
+                let message = match appended {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the store answered a different number of positions".into(),
+                };
+                tracing::error!(error = %message, count = stored.len(), "store append failed; publishes refused");
+                for (_, reply) in accepted {
+                    let _ = reply.send(Err(PublishError::Store(StoreError::Io(message.clone()))));
+                }
+                return;
+            }
+        };
+        for ((mut published, reply), position) in accepted.into_iter().zip(positions) {
+            match position {
+                Some(p) => {
+                    metrics.updates.inc();
+                    published.position = p;
+                    let _ = reply.send(Ok(published));
+                }
+                None => {
+                    let _ = reply.send(Err(PublishError::DuplicateId(published.id)));
+                }
+            }
+        }
     }
 
     /// Applies retention. A store removes a bounded number of updates per call, so this calls

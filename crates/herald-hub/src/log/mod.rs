@@ -88,4 +88,36 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the oldest updates beyond `retention` (`now_ms`: the current time in milliseconds
     /// since the Unix epoch). Returns how many were removed.
     async fn trim(&self, retention: &Retention, now_ms: u64) -> Result<u64, StoreError>;
+
+    /// Whether other hub processes append to this store too (a cluster log such as Redis
+    /// Streams). Then the store assigns positions ([`Store::append_shared`]) and every process
+    /// learns of new updates, its own included, by reading the log ([`Store::wait_after`]), so
+    /// all of them deliver in the log's one order. Default: `false`.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// For shared stores: appends a batch durably and atomically, assigning each update its
+    /// position (the `position` fields given are ignored); returns the positions in order, or
+    /// `Err(DuplicateId)`-like refusals as `Ok(None)` entries for updates whose id already exists
+    /// in the log. Local stores never get this call.
+    async fn append_shared(
+        &self,
+        batch: &[StoredUpdate],
+    ) -> Result<Vec<Option<Position>>, StoreError> {
+        let _ = batch;
+        Err(StoreError::Io("this store is not shared".into()))
+    }
+
+    /// For shared stores: up to `limit` updates after `after`, waiting up to `wait` for the first
+    /// one when there is none yet (an empty answer means none came). Default: no waiting.
+    async fn wait_after(
+        &self,
+        after: Position,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredUpdate>, StoreError> {
+        let _ = wait;
+        self.read_after(after, limit).await
+    }
 }
