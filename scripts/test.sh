@@ -14,6 +14,16 @@ if [ ! -x /usr/sbin/nginx ]; then
     echo "warning: could not install nginx; the reverse-proxy test will fail" >&2
 fi
 
+# The Redis store and cluster tests (crates/herald-hub/tests/redis_store.rs,
+# crates/herald/tests/cluster.rs) start Debian's real redis-server.
+if ! command -v redis-server >/dev/null; then
+  echo "== installing redis-server (for the Redis store and cluster tests)"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  { $sudo apt-get update -qq &&
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } ||
+    echo "warning: could not install redis-server; the Redis tests will fail" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -5,7 +5,8 @@
 //!   gap and no duplicate.
 //! - [`selector`]: which topics a subscriber wants (`*`, exact, RFC 6570 URI templates).
 //! - [`auth`]: JWT claims deciding what a caller may publish and which private updates it sees.
-//! - [`log`]: the [`Store`](log::Store) trait and its memory and redb implementations.
+//! - [`log`]: the [`Store`](log::Store) trait and its memory, redb and Redis Streams
+//!   implementations.
 //!
 //! The crate knows no HTTP: the HTTP layer maps requests onto these calls.
 #![forbid(unsafe_code)]

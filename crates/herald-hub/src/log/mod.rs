@@ -12,6 +12,7 @@ use crate::update::{Position, StoredUpdate};
 
 pub mod memory;
 pub mod redb;
+pub mod redis;
 
 /// A store failed. The hub answers publishers with an error and accepts nothing it could not
 /// store.

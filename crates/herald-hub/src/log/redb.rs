@@ -330,7 +330,7 @@ fn open_error(path: &Path, e: DatabaseError) -> StoreError {
 }
 
 /// Encodes an update (without its position, which is the key); see the module documentation.
-fn encode(update: &StoredUpdate) -> Vec<u8> {
+pub(super) fn encode(update: &StoredUpdate) -> Vec<u8> {
     let mut out = Vec::with_capacity(update.size() + 16);
     out.push(FORMAT_V1);
     let mut flags = 0;
@@ -374,7 +374,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Decodes the value stored at `position`; any damage is [`StoreError::Corrupt`].
-fn decode(position: Position, bytes: &[u8]) -> Result<StoredUpdate, StoreError> {
+pub(super) fn decode(position: Position, bytes: &[u8]) -> Result<StoredUpdate, StoreError> {
     let mut r = Reader { rest: bytes };
     let damaged =
         |what: &str| StoreError::Corrupt(format!("update at position {position}: {what}"));
