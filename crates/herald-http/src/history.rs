@@ -22,12 +22,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald_hub::selector::Selector;
-use herald_hub::{HistoryRequest, StoredUpdate, SubscribeError};
+use herald_hub::{HistoryRequest, StoredUpdate};
 use serde::Serialize;
 
 use crate::response::error;
-use crate::token::{identify, Caller};
-use crate::{form, AppState};
+use crate::{caller, form, AppState};
 
 /// Updates in a page when the caller does not say.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -96,15 +95,7 @@ fn parse_query(fields: &[(String, String)], max_topics: usize) -> Result<Query<'
             _ => {}
         }
     }
-    if query.selectors.is_empty() {
-        return Err("Missing \"topic\" parameter.".into());
-    }
-    if query.selectors.len() > max_topics {
-        return Err(format!(
-            "too many \"topic\" parameters: {} (at most {max_topics})",
-            query.selectors.len()
-        ));
-    }
+    caller::topic_count(query.selectors.len(), max_topics).map_err(|r| r.1)?;
     Ok(query)
 }
 
@@ -121,21 +112,9 @@ pub(crate) async fn history(
         Ok(q) => q,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let claims = match identify(
-        &headers,
-        query.token,
-        &app.config.cookie_name,
-        app.config.subscriber_key.as_ref(),
-    ) {
-        Ok(Caller::Anonymous) if !app.config.anonymous => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "this hub requires a subscriber token (anonymous subscriptions are off)",
-            )
-        }
-        Ok(Caller::Anonymous) => None,
-        Ok(Caller::Authenticated(claims, _)) => Some(claims),
-        Err(message) => return error(StatusCode::UNAUTHORIZED, message),
+    let claims = match caller::subscriber(&app, &headers, query.token) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
     };
     let request = HistoryRequest {
         selectors: query.selectors.into_iter().map(Selector::parse).collect(),
@@ -145,19 +124,7 @@ pub(crate) async fn history(
     };
     let page = match app.hub.history(request).await {
         Ok(page) => page,
-        Err(SubscribeError::NoSelector) => {
-            return error(StatusCode::BAD_REQUEST, "Missing \"topic\" parameter.")
-        }
-        Err(SubscribeError::Closed) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "the hub is shutting down")
-        }
-        Err(SubscribeError::Store(e)) => {
-            tracing::error!(error = %e, "reading history failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the hub's store is unavailable; try again",
-            );
-        }
+        Err(e) => return caller::hub_error(e, "reading history").into_response(),
     };
     let body = Page {
         updates: page.updates.iter().map(Item::from).collect(),

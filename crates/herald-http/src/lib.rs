@@ -14,6 +14,7 @@ use axum::Router;
 use herald_hub::auth::Verifier;
 use herald_hub::Hub;
 
+mod caller;
 mod cors;
 pub mod demo;
 pub mod form;

@@ -20,13 +20,13 @@ use axum::Extension;
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use herald_hub::selector::Selector;
-use herald_hub::{SubscribeError, SubscribeRequest, Subscription};
+use herald_hub::{SubscribeRequest, Subscription};
 use tokio::time::Instant;
 
+use crate::caller;
 use crate::limits::{Refusal, Slot};
 use crate::ops::HttpMetrics;
 use crate::response::error;
-use crate::token::{identify, Caller};
 use crate::{form, AppState};
 
 /// Most bytes written in one chunk when several frames are ready.
@@ -72,34 +72,12 @@ async fn open_stream(
             _ => {}
         }
     }
-    if selectors.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "Missing \"topic\" parameter.");
+    if let Err(r) = caller::topic_count(selectors.len(), app.config.max_topics) {
+        return r.into_response();
     }
-    if selectors.len() > app.config.max_topics {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "too many \"topic\" parameters: {} (at most {})",
-                selectors.len(),
-                app.config.max_topics
-            ),
-        );
-    }
-    let claims = match identify(
-        headers,
-        query_token,
-        &app.config.cookie_name,
-        app.config.subscriber_key.as_ref(),
-    ) {
-        Ok(Caller::Anonymous) if !app.config.anonymous => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "this hub requires a subscriber token (anonymous subscriptions are off)",
-            )
-        }
-        Ok(Caller::Anonymous) => None,
-        Ok(Caller::Authenticated(claims, _)) => Some(claims),
-        Err(message) => return error(StatusCode::UNAUTHORIZED, message),
+    let claims = match caller::subscriber(app, headers, query_token) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
     };
     // Browsers send the id as raw UTF-8 bytes, which `HeaderValue::to_str` would refuse.
     let header_last_id = match headers.get("last-event-id") {
@@ -137,19 +115,7 @@ async fn open_stream(
     };
     let subscription = match app.hub.subscribe(request).await {
         Ok(s) => s,
-        Err(SubscribeError::NoSelector) => {
-            return error(StatusCode::BAD_REQUEST, "Missing \"topic\" parameter.")
-        }
-        Err(SubscribeError::Closed) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "the hub is shutting down")
-        }
-        Err(SubscribeError::Store(e)) => {
-            tracing::error!(error = %e, "resolving Last-Event-ID failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the hub's store is unavailable; try again",
-            );
-        }
+        Err(e) => return caller::hub_error(e, "resolving Last-Event-ID").into_response(),
     };
 
     let mut response_headers = HeaderMap::new();
