@@ -13,6 +13,7 @@ use herald_http::{router, HttpConfig, MERCURE_PATH};
 use herald_hub::auth::{mint_hs256, KeyAlgorithm, TokenSpec, Verifier};
 use herald_hub::log::memory::MemoryStore;
 use herald_hub::log::redb::RedbStore;
+use herald_hub::log::redis::RedisStore;
 use herald_hub::log::{Retention, Store};
 use herald_hub::{Hub, HubConfig};
 
@@ -42,9 +43,14 @@ pub struct ServeArgs {
     /// Where the log (and the generated key) is kept.
     #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
     data_dir: PathBuf,
-    /// `redb` (durable, in the data directory) or `memory` (nothing survives a restart).
-    #[arg(long, env = "HERALD_STORE", value_enum, default_value_t = StoreKind::Redb)]
+    /// `redb` (durable, in the data directory), `memory` (nothing survives a restart), or a
+    /// `redis://host:port/db` URL (`rediss://` for TLS): several nodes on one Redis share one log.
+    #[arg(long, env = "HERALD_STORE", default_value = "redb", value_parser = StoreKind::parse)]
     store: StoreKind,
+    /// Prefix of the Redis keys (`PREFIX:log`, `PREFIX:seq`, …); nodes with the same Redis and
+    /// prefix form one cluster.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
+    redis_prefix: String,
     /// Refuse subscribers without a token.
     #[arg(long, env = "HERALD_NO_ANONYMOUS")]
     no_anonymous: bool,
@@ -159,10 +165,39 @@ fn init_logs(format: LogFormat, directives: &str) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Where the log lives (`--store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum StoreKind {
     Redb,
     Memory,
+    /// A `redis://` or `rediss://` URL.
+    Redis(String),
+}
+
+impl StoreKind {
+    fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "redb" => Ok(Self::Redb),
+            "memory" => Ok(Self::Memory),
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Ok(Self::Redis(url.to_owned()))
+            }
+            other => Err(format!(
+                "{other:?} is not a store: use redb, memory or a redis://host:port/db URL"
+            )),
+        }
+    }
+}
+
+/// A Redis URL without its password, for the banner.
+fn redis_display(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://…@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 /// Runs the hub until SIGINT/SIGTERM.
@@ -178,8 +213,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     init_logs(args.log_format, &args.log)?;
-    let store: Arc<dyn Store> = match args.store {
+    let store: Arc<dyn Store> = match &args.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Redis(url) => {
+            Arc::new(RedisStore::open(url, &args.redis_prefix).map_err(|e| e.to_string())?)
+        }
         StoreKind::Redb => {
             std::fs::create_dir_all(&args.data_dir).map_err(|e| {
                 format!(
@@ -193,12 +231,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
 
-    let (default_key, origin) = match (&args.jwt_key, args.store) {
+    let (default_key, origin) = match (&args.jwt_key, &args.store) {
         (Some(k), _) => (k.clone(), KeyOrigin::Configured),
         (None, _) if args.publisher_jwt_key.is_some() && args.subscriber_jwt_key.is_some() => {
             (String::new(), KeyOrigin::Configured)
         }
         (None, StoreKind::Redb) => keys::load_or_create(&args.data_dir)?,
+        (None, StoreKind::Redis(_)) => {
+            // Every node needs the same key: a generated one only suits a single node.
+            std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+                format!(
+                    "cannot create the data directory {}: {e}",
+                    args.data_dir.display()
+                )
+            })?;
+            keys::load_or_create(&args.data_dir)?
+        }
         (None, StoreKind::Memory) => (keys::generate(), KeyOrigin::Ephemeral),
     };
     let publisher_key = args
@@ -310,9 +358,14 @@ fn print_banner(
 ) {
     let scheme = if server.is_tls() { "https" } else { "http" };
     let hub_url = format!("{scheme}://{}{MERCURE_PATH}", server.local_addr());
-    let store = match args.store {
+    let store = match &args.store {
         StoreKind::Redb => format!("redb in {}", args.data_dir.display()),
         StoreKind::Memory => "memory (history is lost on restart)".into(),
+        StoreKind::Redis(url) => format!(
+            "redis at {} (keys {}:*)",
+            redis_display(url),
+            args.redis_prefix
+        ),
     };
     eprintln!("herald: hub listening on {hub_url}");
     eprintln!("herald: store: {store}");
