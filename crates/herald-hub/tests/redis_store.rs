@@ -307,3 +307,33 @@ async fn an_unreachable_server_is_named_in_the_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn after_redis_lost_its_data_positions_go_on_above_what_was_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path());
+    let port = redis.port;
+    let store = RedisStore::open(&redis.url(), "t").unwrap();
+    store.append_shared(&batch(0..3)).await.unwrap();
+    redis.kill();
+    // The same server, without its data (as Redis without persistence after a restart).
+    let empty = tempfile::tempdir().unwrap();
+    let _redis = RedisServer::start_on(empty.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let positions = loop {
+        match store.append_shared(&batch(3..4)).await {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the store did not recover: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(positions, [Some(4)], "positions are never reused");
+    assert_eq!(store.first_position().await.unwrap(), Some(4));
+    assert_eq!(
+        store.position_of("id-0").await.unwrap(),
+        None,
+        "the history is gone"
+    );
+}

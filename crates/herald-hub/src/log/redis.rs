@@ -19,6 +19,8 @@
 //! blocking `XREAD` gets its own, so a blocked read never delays a publish. Both reconnect by
 //! themselves after an outage; meanwhile every call fails fast with [`StoreError::Io`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -40,11 +42,17 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest block of one `XREAD`; longer waits are cut to this.
 const LONGEST_BLOCK: Duration = Duration::from_secs(10);
 
-/// KEYS: log, seq, ids, bytes. ARGV: (id, encoded update, size) per update.
-/// Returns one integer per update: its position, or 0 when its id is already in the log.
+/// KEYS: log, seq, ids, bytes. ARGV: the highest position this process has seen, then (id,
+/// encoded update, size) per update. Returns one integer per update: its position, or 0 when its
+/// id is already in the log. The counter never goes below the position given: after Redis lost
+/// its data, positions go on above what the hubs have delivered instead of starting again at 1.
 const APPEND: &str = r"
+local seen = tonumber(ARGV[1])
+if tonumber(redis.call('GET', KEYS[2]) or '0') < seen then
+  redis.call('SET', KEYS[2], seen)
+end
 local out = {}
-for i = 1, #ARGV, 3 do
+for i = 2, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[3], id) == 1 then
     out[#out + 1] = 0
@@ -88,7 +96,9 @@ pub struct RedisStore {
     /// For publishes and ordinary reads.
     conn: ConnectionManager,
     /// For the tailer's blocking reads only; a lock keeps them one at a time.
-    blocking: std::sync::Arc<Mutex<ConnectionManager>>,
+    blocking: Arc<Mutex<ConnectionManager>>,
+    /// The highest position this process has seen in the log (see [`APPEND`]).
+    seen: Arc<AtomicU64>,
     /// `host:port` for error messages.
     server: String,
     log: String,
@@ -133,7 +143,8 @@ impl RedisStore {
         let blocking = lazy(LONGEST_BLOCK + RESPONSE_TIMEOUT)?;
         Ok(Self {
             conn,
-            blocking: std::sync::Arc::new(Mutex::new(blocking)),
+            blocking: Arc::new(Mutex::new(blocking)),
+            seen: Arc::new(AtomicU64::new(0)),
             log: format!("{prefix}:log"),
             seq: format!("{prefix}:seq"),
             ids: format!("{prefix}:ids"),
@@ -170,6 +181,20 @@ impl RedisStore {
                 decode(position, value)
             })
             .collect()
+    }
+
+    /// Remembers that the log reached `position`.
+    fn saw(&self, position: Position) {
+        self.seen.fetch_max(position, Ordering::Relaxed);
+    }
+
+    /// Decodes entries and remembers the last position among them.
+    fn seen_entries(&self, reply: Value) -> Result<Vec<StoredUpdate>, StoreError> {
+        let updates = self.decode_entries(reply)?;
+        if let Some(last) = updates.last() {
+            self.saw(last.position);
+        }
+        Ok(updates)
     }
 
     fn corrupt(&self, what: &str) -> StoreError {
@@ -212,7 +237,7 @@ impl Store for RedisStore {
     ) -> Result<Vec<StoredUpdate>, StoreError> {
         let start = format!("{}-0", after.saturating_add(1));
         let reply = self.range(&start, limit).await?;
-        self.decode_entries(reply)
+        self.seen_entries(reply)
     }
 
     async fn position_of(&self, id: &str) -> Result<Option<Position>, StoreError> {
@@ -233,7 +258,9 @@ impl Store for RedisStore {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(|e| self.error(e))?;
-        Ok(last.unwrap_or(0))
+        let last = last.unwrap_or(0);
+        self.saw(last);
+        Ok(last)
     }
 
     async fn first_position(&self) -> Result<Option<Position>, StoreError> {
@@ -337,7 +364,10 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut call = self.append.key(&self.log);
-        call.key(&self.seq).key(&self.ids).key(&self.bytes);
+        call.key(&self.seq)
+            .key(&self.ids)
+            .key(&self.bytes)
+            .arg(self.seen.load(Ordering::Relaxed));
         for update in batch {
             call.arg(&update.id)
                 .arg(encode(update))
@@ -347,6 +377,9 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| self.error(e))?;
+        if let Some(last) = positions.iter().max() {
+            self.saw(*last);
+        }
         Ok(positions
             .into_iter()
             .map(|p| (p > 0).then_some(p))
@@ -380,7 +413,7 @@ impl Store for RedisStore {
         let streams: Vec<(String, Value)> =
             ::redis::from_redis_value(reply).map_err(|e| self.corrupt(&format!("{e}")))?;
         match streams.into_iter().next() {
-            Some((_, entries)) => self.decode_entries(entries),
+            Some((_, entries)) => self.seen_entries(entries),
             None => Ok(Vec::new()),
         }
     }
