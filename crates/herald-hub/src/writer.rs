@@ -74,11 +74,17 @@ impl Writer {
             let id = match &update.id {
                 Some(id) => {
                     let id = id.as_str().to_owned();
-                    let known = match self.shared.store.position_of(&id).await {
-                        Ok(p) => p.is_some(),
-                        Err(e) => {
-                            let _ = reply.send(Err(e.into()));
-                            continue;
+                    // A shared store refuses known ids itself, atomically with the append (another
+                    // process may be publishing the same id right now); a local one is asked here.
+                    let known = if self.shared.store.is_shared() {
+                        false
+                    } else {
+                        match self.shared.store.position_of(&id).await {
+                            Ok(p) => p.is_some(),
+                            Err(e) => {
+                                let _ = reply.send(Err(e.into()));
+                                continue;
+                            }
                         }
                     };
                     if known || !ids_in_batch.insert(id.clone()) {

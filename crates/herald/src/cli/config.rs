@@ -143,7 +143,7 @@ pub fn print_effective(argv: &[OsString]) -> Result<(), String> {
         } else if values.is_empty() {
             format!("# {long} is not set")
         } else if values.len() == 1 && !matches!(arg.get_action(), ArgAction::Append) {
-            toml_string(&values[0])
+            toml_string(&without_password(&values[0]))
         } else {
             format!(
                 "[{}]",
@@ -161,6 +161,19 @@ pub fn print_effective(argv: &[OsString]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A URL's user and password replaced by `…` (e.g. `redis://:secret@host` in `--store`).
+fn without_password(value: &str) -> String {
+    match value.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
+                format!("{scheme}://…@{host}")
+            }
+            _ => value.to_owned(),
+        },
+        None => value.to_owned(),
+    }
 }
 
 /// A value as TOML: whole numbers bare, everything else a string.
@@ -214,6 +227,19 @@ mod tests {
         assert!(text.contains(&"--no-anonymous".to_owned()));
         assert!(text.contains(&"--cors-origin=https://b.example".to_owned()));
         assert!(text.contains(&"--heartbeat=5s".to_owned()));
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            without_password("redis://:pw@127.0.0.1:6379/0"),
+            "redis://…@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(without_password("redb"), "redb");
     }
 
     #[test]

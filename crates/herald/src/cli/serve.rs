@@ -239,6 +239,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         (None, StoreKind::Redb) => keys::load_or_create(&args.data_dir)?,
         (None, StoreKind::Redis(_)) => {
             // Every node needs the same key: a generated one only suits a single node.
+            eprintln!(
+                "herald: warning: with --store redis every node needs the same --jwt-key; \
+                 the key in {} works on this node only",
+                args.data_dir.display()
+            );
             std::fs::create_dir_all(&args.data_dir).map_err(|e| {
                 format!(
                     "cannot create the data directory {}: {e}",
