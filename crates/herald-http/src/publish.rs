@@ -15,7 +15,7 @@ use herald_hub::{PublishError, Update};
 use herald_sse::{EventId, EventType};
 
 use crate::response::error;
-use crate::token::{identify, Caller, TokenSource};
+use crate::token::{identify, query_token, Caller, TokenSource};
 use crate::{form, AppState};
 
 /// Topics under this path are the hub's own (subscription events).
@@ -35,13 +35,7 @@ pub(crate) async fn publish(
 }
 
 async fn accept(app: &AppState, headers: &HeaderMap, query: Option<&str>, body: Body) -> Response {
-    let query_token = query.and_then(|q| {
-        form::parse(q.as_bytes())
-            .ok()?
-            .into_iter()
-            .find(|(n, _)| n == "authorization")
-            .map(|(_, v)| v)
-    });
+    let query_token = query_token(query);
     let claims = match identify(
         headers,
         query_token.as_deref(),

@@ -15,8 +15,8 @@ use herald_hub::subscriptions::{subscription_object, SUBSCRIPTIONS_PATH};
 use serde_json::{json, Value};
 
 use crate::response::error;
-use crate::token::{identify, Caller};
-use crate::{form, AppState};
+use crate::token::{identify, query_token, Caller};
+use crate::AppState;
 
 pub(crate) async fn all(
     State(app): State<Arc<AppState>>,
@@ -77,13 +77,7 @@ async fn answer(
             "the subscriptions API is off (start the hub with --subscriptions)",
         );
     }
-    let query_token = query.and_then(|q| {
-        form::parse(q.as_bytes())
-            .ok()?
-            .into_iter()
-            .find(|(n, _)| n == "authorization")
-            .map(|(_, v)| v)
-    });
+    let query_token = query_token(query);
     let claims = match identify(
         headers,
         query_token.as_deref(),

@@ -24,6 +24,16 @@ pub enum Caller {
     Authenticated(Claims, TokenSource),
 }
 
+/// The `authorization` query parameter of a raw query string, if any (a query that does not
+/// decode has none).
+pub fn query_token(query: Option<&str>) -> Option<String> {
+    crate::form::parse(query?.as_bytes())
+        .ok()?
+        .into_iter()
+        .find(|(name, _)| name == "authorization")
+        .map(|(_, value)| value)
+}
+
 /// Finds the token and verifies it with `verifier`. `Err` holds a message for a 401 answer.
 pub fn identify(
     headers: &HeaderMap,
