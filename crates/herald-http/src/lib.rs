@@ -15,6 +15,7 @@ use herald_hub::auth::Verifier;
 use herald_hub::Hub;
 
 mod caller;
+mod connection;
 mod cors;
 pub mod demo;
 pub mod form;
@@ -105,6 +106,35 @@ pub struct AppState {
     pub metrics: ops::HttpMetrics,
     /// Every metric, for `/metrics`.
     pub registry: prometheus_client::registry::Registry,
+    /// One ticker for the heartbeats of every stream the server writes itself (rather than a
+    /// timer per stream), started with the first such stream.
+    ticks: std::sync::OnceLock<tokio::sync::watch::Receiver<()>>,
+}
+
+impl AppState {
+    /// Ticks twice per heartbeat interval. A stream that wrote nothing during a whole tick
+    /// interval writes a heartbeat, so no stream is silent longer than the interval.
+    fn heartbeat_ticks(&self) -> tokio::sync::watch::Receiver<()> {
+        self.ticks
+            .get_or_init(|| {
+                let (tx, rx) = tokio::sync::watch::channel(());
+                let period = (self.config.heartbeat / 2).max(std::time::Duration::from_millis(1));
+                tokio::spawn(async move {
+                    let mut interval = tokio::time::interval(period);
+                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    interval.tick().await;
+                    loop {
+                        interval.tick().await;
+                        // Ends when nobody listens any more (the router was dropped).
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                });
+                rx
+            })
+            .clone()
+    }
 }
 
 /// The routes: `/.well-known/mercure` (GET/HEAD subscribe, POST publish, anything else 405),
@@ -122,6 +152,7 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
         admission,
         metrics,
         registry,
+        ticks: std::sync::OnceLock::new(),
     });
     let routes = Router::new()
         .route(

@@ -47,7 +47,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::connection::{self, FirstRequest};
 
 /// How long the accept loop pauses after an accept error such as `EMFILE` (too many open
 /// files). Retrying at once would spin a core while the condition lasts; a short pause lets
@@ -230,12 +233,20 @@ impl Server {
             tls,
             config,
         } = self;
-        let builder = Arc::new(http_builder(&config));
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
+        // Event streams the server writes itself, after their connection's task is done.
+        let streams = TaskTracker::new();
+        let context = Arc::new(ConnectionContext {
+            tls,
+            builder: http_builder(&config),
+            app,
+            streams: streams.clone(),
+            header_read_timeout: config.header_read_timeout,
+        });
         let mut shutdown = std::pin::pin!(shutdown);
         let mut last_warn: Option<Instant> = None;
-        tracing::info!(%local_addr, tls = tls.is_some(), "listening");
+        tracing::info!(%local_addr, tls = context.tls.is_some(), "listening");
 
         loop {
             tokio::select! {
@@ -257,13 +268,10 @@ impl Server {
                         connections.spawn(handle_connection(
                             stream,
                             peer,
-                            tls.clone(),
-                            Arc::clone(&builder),
-                            app.clone(),
+                            Arc::clone(&context),
                             // Subscribed now, so a shutdown that starts during the TLS handshake
                             // still reaches this connection once it is served.
                             graceful.watcher(),
-                            config.header_read_timeout,
                         ));
                     }
                     // The client gave up before we accepted; nothing is wrong with the server.
@@ -296,14 +304,16 @@ impl Server {
         drop(listener);
         let open = connections.len();
         tracing::info!(open, "shutting down: waiting for connections to finish");
+        streams.close();
         let drained = tokio::time::timeout(config.shutdown_grace, async {
             graceful.shutdown().await;
             while connections.join_next().await.is_some() {}
+            streams.wait().await;
         })
         .await;
         if drained.is_err() {
             tracing::info!(
-                remaining = connections.len(),
+                remaining = connections.len() + streams.len(),
                 "shutdown grace period over; dropping remaining connections"
             );
             connections.shutdown().await;
@@ -339,25 +349,38 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
+/// What every connection of a server shares.
+struct ConnectionContext {
+    tls: Option<TlsAcceptor>,
+    builder: Builder<TokioExecutor>,
+    app: Router,
+    /// Event streams written by the server itself (see [`connection`]).
+    streams: TaskTracker,
+    header_read_timeout: Duration,
+}
+
 /// One accepted connection: TLS handshake if configured, then HTTP until the client leaves.
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    builder: Arc<Builder<TokioExecutor>>,
-    app: Router,
+    context: Arc<ConnectionContext>,
     watcher: Watcher,
-    header_read_timeout: Duration,
 ) {
     // One deadline for handshake and first request: a client cannot stretch its allowance by
     // being slow in each phase in turn.
-    let deadline = Instant::now() + header_read_timeout;
-    match tls {
-        None => serve_connection(stream, peer, &builder, app, watcher, deadline).await,
-        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => {
-                serve_connection(stream, peer, &builder, app, watcher, deadline).await
+    let deadline = Instant::now() + context.header_read_timeout;
+    let (builder, app) = (&context.builder, context.app.clone());
+    match &context.tls {
+        None => {
+            match connection::first_request(stream, peer, &app, deadline, &context.streams).await {
+                FirstRequest::Done => {}
+                FirstRequest::Hyper(io) => {
+                    serve_connection(io, peer, builder, app, watcher, deadline).await
+                }
             }
+        }
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => serve_connection(stream, peer, builder, app, watcher, deadline).await,
             Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         },

@@ -35,11 +35,13 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 pub(crate) async fn subscribe(
     State(app): State<Arc<AppState>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    takeover: Option<Extension<Takeover>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    let response = open_stream(&app, peer, &headers, query.as_deref()).await;
+    let takeover = takeover.map(|Extension(t)| t);
+    let response = open_stream(&app, peer, takeover, &headers, query.as_deref()).await;
     if !response.status().is_success() {
         app.metrics.subscriptions_refused.inc();
         tracing::debug!(status = %response.status(), peer = ?peer, "subscription refused");
@@ -50,6 +52,7 @@ pub(crate) async fn subscribe(
 async fn open_stream(
     app: &Arc<AppState>,
     peer: Option<SocketAddr>,
+    takeover: Option<Takeover>,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Response {
@@ -148,14 +151,53 @@ async fn open_stream(
         bytes: 0,
         metrics: app.metrics.clone(),
     };
-    let body = Body::from_stream(frames(
+    let stream = Stream {
         subscription,
-        slot,
         log,
-        app.config.heartbeat,
+        _slot: slot,
+        heartbeat: app.config.heartbeat,
         deadline,
-    ));
+    };
+    if let Some(takeover) = takeover {
+        // The server writes this stream itself (see `crate::connection`); the body stays empty.
+        takeover.offer(Offered {
+            stream,
+            ticks: app.heartbeat_ticks(),
+        });
+        return (StatusCode::OK, response_headers).into_response();
+    }
+    let body = Body::from_stream(frames(stream));
     (StatusCode::OK, response_headers, body).into_response()
+}
+
+/// Lets the HTTP/1.1 server write a subscriber's stream itself instead of through hyper's body
+/// machinery (see [`crate::connection`]): the server puts one in the request's extensions, and
+/// the handler hands the opened stream over through it instead of returning a streaming body.
+#[derive(Clone, Default)]
+pub(crate) struct Takeover(Arc<std::sync::Mutex<Option<Offered>>>);
+
+/// A stream handed over to the server, with the hub-wide heartbeat ticks it listens to.
+pub(crate) struct Offered {
+    pub(crate) stream: Stream,
+    pub(crate) ticks: tokio::sync::watch::Receiver<()>,
+}
+
+impl Takeover {
+    fn offer(&self, offered: Offered) {
+        *self.lock() = Some(offered);
+    }
+
+    /// The stream the handler opened, if it opened one.
+    pub(crate) fn take(&self) -> Option<Offered> {
+        self.lock().take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Offered>> {
+        // Only `offer` and `take` touch the value, neither can panic half-way.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Seconds a refused subscriber is asked to wait (`Retry-After`).
@@ -194,7 +236,7 @@ fn stream_deadline(write_timeout: Option<Duration>, expires_at: Option<u64>) -> 
 }
 
 /// Counts what a stream wrote and logs one line when it closes (never a token).
-struct StreamLog {
+pub(crate) struct StreamLog {
     peer: Option<SocketAddr>,
     subscriber: u64,
     opened: Instant,
@@ -204,8 +246,12 @@ struct StreamLog {
 
 impl StreamLog {
     fn wrote(&mut self, chunk: &Bytes) {
-        self.bytes += chunk.len() as u64;
-        self.metrics.bytes_written.inc_by(chunk.len() as u64);
+        self.wrote_bytes(chunk.len());
+    }
+
+    pub(crate) fn wrote_bytes(&mut self, n: usize) {
+        self.bytes += n as u64;
+        self.metrics.bytes_written.inc_by(n as u64);
     }
 }
 
@@ -221,37 +267,25 @@ impl Drop for StreamLog {
     }
 }
 
-struct Stream {
-    subscription: Subscription,
-    log: StreamLog,
-    /// Held for the stream's life: the admission slot is given back when the body is dropped.
+/// An open subscriber stream and what it needs to run.
+pub(crate) struct Stream {
+    pub(crate) subscription: Subscription,
+    pub(crate) log: StreamLog,
+    /// Held for the stream's life: the admission slot is given back when the stream is dropped.
     _slot: Slot,
-    heartbeat: Duration,
-    deadline: Option<Instant>,
-    started: bool,
+    pub(crate) heartbeat: Duration,
+    pub(crate) deadline: Option<Instant>,
 }
 
+/// The stream as a response body (HTTP/2, TLS, and servers other than Herald's own).
 fn frames(
-    subscription: Subscription,
-    slot: Slot,
-    log: StreamLog,
-    heartbeat: Duration,
-    deadline: Option<Instant>,
+    stream: Stream,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
-    let state = Stream {
-        subscription,
-        log,
-        _slot: slot,
-        heartbeat,
-        deadline,
-        started: false,
-    };
-    futures_util::stream::unfold(state, |mut s| async move {
-        if !s.started {
-            s.started = true;
+    futures_util::stream::unfold((stream, false), |(mut s, started)| async move {
+        if !started {
             let hello = Bytes::from_static(b":\n");
             s.log.wrote(&hello);
-            return Some((Ok(hello), s));
+            return Some((Ok(hello), (s, true)));
         }
         let idle_until = Instant::now() + s.heartbeat;
         let until = s.deadline.map_or(idle_until, |d| d.min(idle_until));
@@ -260,14 +294,14 @@ fn frames(
             Ok(Some(frame)) => {
                 let chunk = coalesce(frame, &mut s.subscription);
                 s.log.wrote(&chunk);
-                Some((Ok(chunk), s))
+                Some((Ok(chunk), (s, true)))
             }
             Ok(None) => None,
             Err(_) if s.deadline.is_some_and(|d| Instant::now() >= d) => None,
             Err(_) => {
                 let heartbeat = Bytes::from_static(b":\n");
                 s.log.wrote(&heartbeat);
-                Some((Ok(heartbeat), s))
+                Some((Ok(heartbeat), (s, true)))
             }
         }
     })

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
+use crate::queue::{self, PushError};
 use crate::selector::{Selector, SelectorSet};
 use crate::update::{LogEntry, Position, StoredUpdate};
 
@@ -64,7 +64,7 @@ impl Filter {
 }
 
 struct Slot {
-    queue: mpsc::Sender<Queued>,
+    queue: queue::Sender,
     filter: Arc<Filter>,
     /// The last position offered, so a subscriber reached through several topics or selectors
     /// gets an entry once.
@@ -96,7 +96,7 @@ impl Registry {
     pub fn insert(
         &mut self,
         filter: Arc<Filter>,
-        queue: mpsc::Sender<Queued>,
+        queue: queue::Sender,
         after: Position,
     ) -> SubscriberId {
         self.next_id += 1;
@@ -166,17 +166,14 @@ impl Registry {
             if !slot.filter.accepts_update(update) {
                 return;
             }
-            match slot
-                .queue
-                .try_send((entry.frame.clone(), entry.committed_at))
-            {
+            match slot.queue.push((entry.frame.clone(), entry.committed_at)) {
                 Ok(()) => stats.delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(PushError::Full) => {
                     stats.cut_off += 1;
                     cut.push(id);
                 }
                 // The subscription was dropped and is about to unregister itself.
-                Err(mpsc::error::TrySendError::Closed(_)) => cut.push(id),
+                Err(PushError::Closed) => cut.push(id),
             }
         };
         for topic in &update.topics {

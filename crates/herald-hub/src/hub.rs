@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Claims;
-use crate::fanout::{Filter, Queued, Registry, SubscriberId};
+use crate::fanout::{Filter, Registry, SubscriberId};
 use crate::log::{Retention, Store, StoreError};
 use crate::metrics::{FailureReason, HubMetrics, ReplaySource};
 use crate::selector::Selector;
@@ -315,7 +315,7 @@ impl Hub {
             request.selectors,
             request.claims.and_then(|c| c.subscribe),
         ));
-        let (queue, live) = mpsc::channel::<Queued>(self.shared.config.queue_capacity.max(1));
+        let (queue, live) = crate::queue::bounded(self.shared.config.queue_capacity);
 
         let mut state = self.shared.lock();
         if state.closed {

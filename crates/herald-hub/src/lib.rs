@@ -18,6 +18,7 @@ mod history;
 mod hub;
 pub mod log;
 pub mod metrics;
+mod queue;
 pub mod selector;
 mod subscription;
 pub mod subscriptions;

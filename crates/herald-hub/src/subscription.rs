@@ -11,9 +11,10 @@ use bytes::Bytes;
 use futures_core::Stream;
 use tokio::sync::mpsc;
 
-use crate::fanout::{Filter, Queued, SubscriberId};
+use crate::fanout::{Filter, SubscriberId};
 use crate::hub::{Command, ResumedFrom, Shared};
 use crate::log::{Store, StoreError};
+use crate::queue;
 use crate::subscriptions::{announce, ActiveSubscription};
 use crate::update::{encode_frame, Position, StoredUpdate};
 
@@ -62,7 +63,7 @@ pub struct Subscription {
     pub(crate) replay: VecDeque<Bytes>,
     pub(crate) from_store: Option<StoreReplay>,
     pub(crate) filter: Arc<Filter>,
-    pub(crate) live: mpsc::Receiver<Queued>,
+    pub(crate) live: queue::Receiver,
     pub(crate) registration: Registration,
     /// A replay read failed: the stream is over.
     pub(crate) failed: bool,
@@ -89,67 +90,124 @@ impl Subscription {
     }
 }
 
+impl Subscription {
+    /// Moves every frame that is ready now to `out` (replay first, then live frames), so that a
+    /// writer can send them in one system call.
+    ///
+    /// `Ready(true)` when frames were moved, `Ready(false)` when the stream is over (see the
+    /// type's documentation), `Pending` when nothing is ready (the task is woken when something
+    /// is).
+    pub fn poll_drain(&mut self, cx: &mut Context<'_>, out: &mut Vec<Bytes>) -> Poll<bool> {
+        loop {
+            if !self.replay.is_empty() {
+                out.extend(self.replay.drain(..));
+                return Poll::Ready(true);
+            }
+            match self.poll_store(cx) {
+                Poll::Ready(Some(true)) => continue,
+                Poll::Ready(Some(false)) => return Poll::Ready(false),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {}
+            }
+            let shared = self.registration.shared.upgrade();
+            let delivery = shared.as_ref().map(|s| &s.metrics.delivery_seconds);
+            return self.live.poll_drain(cx, |(frame, committed_at)| {
+                if let Some(histogram) = delivery {
+                    histogram.observe(committed_at.elapsed().as_secs_f64());
+                }
+                out.push(frame);
+            });
+        }
+    }
+
+    /// Gives back buffers an idle subscription does not need (they are allocated again when
+    /// frames arrive). A stream calls this after a quiet while, to keep idle subscribers cheap.
+    pub fn release_idle_buffers(&mut self) {
+        if self.replay.is_empty() && self.replay.capacity() > 0 {
+            self.replay = VecDeque::new();
+        }
+        self.live.release_idle_buffer();
+    }
+
+    /// Advances the replay from the store. `Ready(None)`: no store replay (left); `Ready(Some(true))`:
+    /// frames were added to `replay` (or progress was made); `Ready(Some(false))`: a read failed and
+    /// the stream is over; `Pending`: a read is in flight.
+    fn poll_store(&mut self, cx: &mut Context<'_>) -> Poll<Option<bool>> {
+        if self.failed {
+            return Poll::Ready(Some(false));
+        }
+        let Some(sr) = self.from_store.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if sr.after >= sr.until {
+            self.from_store = None;
+            return Poll::Ready(Some(true));
+        }
+        let read = sr.pending.get_or_insert_with(|| {
+            let store = sr.store.clone();
+            let (after, chunk) = (sr.after, sr.chunk);
+            Box::pin(async move { store.read_after(after, chunk).await })
+        });
+        match read.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                tracing::warn!(error = %e, "replay from the store failed; ending the stream");
+                self.failed = true;
+                self.from_store = None;
+                Poll::Ready(Some(false))
+            }
+            Poll::Ready(Ok(batch)) => {
+                sr.pending = None;
+                if batch.is_empty() {
+                    sr.after = sr.until;
+                }
+                for update in batch {
+                    if update.position > sr.until {
+                        sr.after = sr.until;
+                        break;
+                    }
+                    sr.after = update.position;
+                    if self.filter.accepts_update(&update) {
+                        self.replay.push_back(encode_frame(&update));
+                    }
+                }
+                Poll::Ready(Some(true))
+            }
+        }
+    }
+}
+
 impl Stream for Subscription {
     type Item = Bytes;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
-        if this.failed {
-            return Poll::Ready(None);
-        }
         loop {
+            if this.failed {
+                return Poll::Ready(None);
+            }
             if let Some(frame) = this.replay.pop_front() {
                 return Poll::Ready(Some(frame));
             }
-            let Some(sr) = this.from_store.as_mut() else {
-                return match this.live.poll_recv(cx) {
-                    Poll::Ready(Some((frame, committed_at))) => {
-                        if let Some(shared) = this.registration.shared.upgrade() {
-                            shared
-                                .metrics
-                                .delivery_seconds
-                                .observe(committed_at.elapsed().as_secs_f64());
-                        }
-                        Poll::Ready(Some(frame))
-                    }
-                    Poll::Ready(None) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                };
-            };
-            if sr.after >= sr.until {
-                this.from_store = None;
-                continue;
-            }
-            let read = sr.pending.get_or_insert_with(|| {
-                let store = sr.store.clone();
-                let (after, chunk) = (sr.after, sr.chunk);
-                Box::pin(async move { store.read_after(after, chunk).await })
-            });
-            match read.as_mut().poll(cx) {
+            match this.poll_store(cx) {
+                Poll::Ready(Some(true)) => continue,
+                Poll::Ready(Some(false)) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => {
-                    tracing::warn!(error = %e, "replay from the store failed; ending the stream");
-                    this.failed = true;
-                    this.from_store = None;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Ok(batch)) => {
-                    sr.pending = None;
-                    if batch.is_empty() {
-                        sr.after = sr.until;
-                    }
-                    for update in batch {
-                        if update.position > sr.until {
-                            sr.after = sr.until;
-                            break;
-                        }
-                        sr.after = update.position;
-                        if this.filter.accepts_update(&update) {
-                            this.replay.push_back(encode_frame(&update));
-                        }
-                    }
-                }
+                Poll::Ready(None) => {}
             }
+            return match this.live.poll_recv(cx) {
+                Poll::Ready(Some((frame, committed_at))) => {
+                    if let Some(shared) = this.registration.shared.upgrade() {
+                        shared
+                            .metrics
+                            .delivery_seconds
+                            .observe(committed_at.elapsed().as_secs_f64());
+                    }
+                    Poll::Ready(Some(frame))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 }
