@@ -9,7 +9,7 @@
 //!   so its EventSource reconnects with the last id it received and catches up from the log.
 //!   Nobody else is slowed and memory stays bounded by the queue size.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use std::time::Instant;
@@ -64,8 +64,12 @@ impl Filter {
 }
 
 struct Slot {
+    id: SubscriberId,
     queue: queue::Sender,
     filter: Arc<Filter>,
+    /// Every selector is an exact topic: a public update found through the topic index is
+    /// known to match, without looking at the filter.
+    exact_only: bool,
     /// The last position offered, so a subscriber reached through several topics or selectors
     /// gets an entry once.
     last_offered: Position,
@@ -78,18 +82,28 @@ pub(crate) struct Delivery {
     pub cut_off: u64,
 }
 
+/// Index of a slot in [`Registry::slots`].
+type SlotIndex = u32;
+
 /// The live subscribers.
+///
+/// Slots live in a slab (a vector with a free list) and the topic index holds slab indices, so
+/// delivering to the subscribers of a topic walks a dense list of small integers and indexes a
+/// vector: no hashing per subscriber.
 #[derive(Default)]
 pub(crate) struct Registry {
     next_id: SubscriberId,
-    slots: HashMap<SubscriberId, Slot>,
-    by_topic: HashMap<Box<str>, HashSet<SubscriberId>>,
-    wide: HashSet<SubscriberId>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<SlotIndex>,
+    /// Where each live subscriber's slot is.
+    index_of: HashMap<SubscriberId, SlotIndex>,
+    by_topic: HashMap<Box<str>, Vec<SlotIndex>>,
+    wide: Vec<SlotIndex>,
 }
 
 impl Registry {
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.index_of.len()
     }
 
     /// Registers a subscriber that receives entries after `after`.
@@ -101,46 +115,78 @@ impl Registry {
     ) -> SubscriberId {
         self.next_id += 1;
         let id = self.next_id;
-        for s in &filter.selectors {
-            match s.exact_topic() {
-                Some(topic) => {
-                    self.by_topic.entry(topic.into()).or_default().insert(id);
-                }
-                None => {
-                    self.wide.insert(id);
+        let exact_only = filter.selectors.iter().all(|s| s.exact_topic().is_some());
+        let slot = Slot {
+            id,
+            queue,
+            filter,
+            exact_only,
+            last_offered: after,
+        };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                // More than 4 billion live subscribers would not fit in memory anyway.
+                let i = SlotIndex::try_from(self.slots.len()).unwrap_or(SlotIndex::MAX);
+                self.slots.push(Some(slot));
+                i
+            }
+        };
+        self.index_of.insert(id, index);
+        let mut wide = false;
+        if let Some(Some(slot)) = self.slots.get(index as usize) {
+            for s in &slot.filter.selectors {
+                match s.exact_topic() {
+                    Some(topic) => {
+                        let list = self.by_topic.entry(topic.into()).or_default();
+                        // A subscription naming a topic twice is listed once.
+                        if list.last() != Some(&index) && !list.contains(&index) {
+                            list.push(index);
+                        }
+                    }
+                    None => wide = true,
                 }
             }
         }
-        self.slots.insert(
-            id,
-            Slot {
-                queue,
-                filter,
-                last_offered: after,
-            },
-        );
+        if wide {
+            self.wide.push(index);
+        }
         id
     }
 
     /// Unregisters a subscriber (no-op if it was already cut off).
     pub fn remove(&mut self, id: SubscriberId) {
-        let Some(slot) = self.slots.remove(&id) else {
+        let Some(index) = self.index_of.remove(&id) else {
             return;
         };
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(index);
+        let unlist = |list: &mut Vec<SlotIndex>| {
+            if let Some(at) = list.iter().position(|&i| i == index) {
+                list.swap_remove(at);
+            }
+        };
+        let mut wide = false;
         for s in &slot.filter.selectors {
             match s.exact_topic() {
                 Some(topic) => {
-                    if let Some(set) = self.by_topic.get_mut(topic) {
-                        set.remove(&id);
-                        if set.is_empty() {
+                    if let Some(list) = self.by_topic.get_mut(topic) {
+                        unlist(list);
+                        if list.is_empty() {
                             self.by_topic.remove(topic);
                         }
                     }
                 }
-                None => {
-                    self.wide.remove(&id);
-                }
+                None => wide = true,
             }
+        }
+        if wide {
+            unlist(&mut self.wide);
         }
     }
 
@@ -155,33 +201,34 @@ impl Registry {
             wide,
             ..
         } = self;
-        let mut offer = |id: SubscriberId| {
-            let Some(slot) = slots.get_mut(&id) else {
+        let mut offer = |index: SlotIndex, indexed: bool| {
+            let Some(Some(slot)) = slots.get_mut(index as usize) else {
                 return;
             };
             if slot.last_offered >= update.position {
                 return;
             }
             slot.last_offered = update.position;
-            if !slot.filter.accepts_update(update) {
+            let known_match = indexed && slot.exact_only && !update.private;
+            if !known_match && !slot.filter.accepts_update(update) {
                 return;
             }
             match slot.queue.push((entry.frame.clone(), entry.committed_at)) {
                 Ok(()) => stats.delivered += 1,
                 Err(PushError::Full) => {
                     stats.cut_off += 1;
-                    cut.push(id);
+                    cut.push(slot.id);
                 }
                 // The subscription was dropped and is about to unregister itself.
-                Err(PushError::Closed) => cut.push(id),
+                Err(PushError::Closed) => cut.push(slot.id),
             }
         };
         for topic in &update.topics {
-            if let Some(ids) = by_topic.get(topic.as_str()) {
-                ids.iter().copied().for_each(&mut offer);
+            if let Some(list) = by_topic.get(topic.as_str()) {
+                list.iter().for_each(|&i| offer(i, true));
             }
         }
-        wide.iter().copied().for_each(&mut offer);
+        wide.iter().for_each(|&i| offer(i, false));
         for id in cut {
             self.remove(id);
         }
@@ -191,6 +238,8 @@ impl Registry {
     /// Ends every live subscription (shutdown).
     pub fn clear(&mut self) {
         self.slots.clear();
+        self.free.clear();
+        self.index_of.clear();
         self.by_topic.clear();
         self.wide.clear();
     }

@@ -62,7 +62,8 @@ pub struct HubMetrics {
     pub replays: Family<ReplayLabels, Counter>,
     /// Seconds from `publish()` to its answer (durable and offered to subscribers).
     pub publish_seconds: Histogram,
-    /// Seconds from an update's commit to its frame leaving the subscriber's queue.
+    /// Seconds from an update's commit to its frame leaving the subscriber's queue; one sample
+    /// per batch of frames taken together (the age of its oldest frame).
     pub delivery_seconds: Histogram,
     /// Seconds one group commit took in the store.
     pub commit_seconds: Histogram,
@@ -131,7 +132,8 @@ impl HubMetrics {
         );
         registry.register(
             "herald_delivery_seconds",
-            "Time from an update's commit to its frame leaving the subscriber's queue",
+            "Time from an update's commit to its frame leaving the subscriber's queue \
+             (one sample per batch taken together: its oldest frame)",
             self.delivery_seconds.clone(),
         );
         registry.register(

@@ -109,14 +109,22 @@ impl Subscription {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {}
             }
-            let shared = self.registration.shared.upgrade();
-            let delivery = shared.as_ref().map(|s| &s.metrics.delivery_seconds);
-            return self.live.poll_drain(cx, |(frame, committed_at)| {
-                if let Some(histogram) = delivery {
-                    histogram.observe(committed_at.elapsed().as_secs_f64());
-                }
+            // One latency sample per batch, its oldest frame's: the batch leaves in one write,
+            // and a clock read and histogram update per frame would cost more than the rest of
+            // the delivery.
+            let mut oldest = None;
+            let drained = self.live.poll_drain(cx, |(frame, committed_at)| {
+                oldest.get_or_insert(committed_at);
                 out.push(frame);
             });
+            if let (Some(committed_at), Some(shared)) = (oldest, self.registration.shared.upgrade())
+            {
+                shared
+                    .metrics
+                    .delivery_seconds
+                    .observe(committed_at.elapsed().as_secs_f64());
+            }
+            return drained;
         }
     }
 
