@@ -244,3 +244,87 @@ impl Registry {
         self.wide.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Waker};
+
+    fn entry(position: Position, topics: &[&str]) -> Arc<LogEntry> {
+        LogEntry::new(StoredUpdate {
+            position,
+            id: format!("id-{position}"),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            private: false,
+            event_type: None,
+            retry: None,
+            data: "x".into(),
+            time_ms: 0,
+        })
+    }
+
+    fn subscriber(registry: &mut Registry, selectors: &[&str]) -> (SubscriberId, queue::Receiver) {
+        let (tx, rx) = queue::bounded(16);
+        let filter = Arc::new(Filter::new(
+            selectors.iter().map(|s| Selector::parse(s)).collect(),
+            None,
+        ));
+        (registry.insert(filter, tx, 0), rx)
+    }
+
+    fn received(rx: &mut queue::Receiver) -> usize {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut n = 0;
+        let _ = rx.poll_drain(&mut cx, |_| n += 1);
+        n
+    }
+
+    #[test]
+    fn routes_by_topic_once_per_subscriber_and_reuses_slots() {
+        let mut registry = Registry::default();
+        let (a, mut rx_a) = subscriber(&mut registry, &["t1", "t2", "t1"]);
+        let (_b, mut rx_b) = subscriber(&mut registry, &["t2"]);
+        let (_w, mut rx_w) = subscriber(&mut registry, &["{+any}"]);
+        let d = registry.deliver(&entry(1, &["t1", "t2"]));
+        assert_eq!(
+            d.delivered, 3,
+            "a once (two topics, a duplicate selector), b, the template"
+        );
+        assert_eq!(
+            (
+                received(&mut rx_a),
+                received(&mut rx_b),
+                received(&mut rx_w)
+            ),
+            (1, 1, 1)
+        );
+
+        registry.remove(a);
+        assert_eq!(registry.len(), 2);
+        assert!(
+            !registry.by_topic.contains_key("t1"),
+            "an empty topic list is dropped"
+        );
+        // The freed slot is reused by the next subscriber, which must not inherit a's topics.
+        let (_c, mut rx_c) = subscriber(&mut registry, &["t3"]);
+        let d = registry.deliver(&entry(2, &["t1", "t2"]));
+        assert_eq!(d.delivered, 2);
+        assert_eq!(received(&mut rx_c), 0);
+        let d = registry.deliver(&entry(3, &["t3"]));
+        assert_eq!(d.delivered, 2, "c and the template");
+        assert_eq!(received(&mut rx_c), 1);
+    }
+
+    #[test]
+    fn a_full_queue_is_cut_off_and_unregistered() {
+        let mut registry = Registry::default();
+        let (tx, _rx) = queue::bounded(1);
+        let filter = Arc::new(Filter::new(vec![Selector::parse("t")], None));
+        registry.insert(filter, tx, 0);
+        assert_eq!(registry.deliver(&entry(1, &["t"])).delivered, 1);
+        let d = registry.deliver(&entry(2, &["t"]));
+        assert_eq!(d.cut_off, 1);
+        assert_eq!(registry.len(), 0);
+        assert!(registry.by_topic.is_empty());
+    }
+}
