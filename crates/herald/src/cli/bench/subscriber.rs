@@ -12,6 +12,7 @@
 //! concurrently, so the hub may commit them in another order than they were numbered).
 
 use std::cell::{Cell, RefCell};
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
@@ -264,6 +265,36 @@ pub(super) struct Spec {
     pub target: Rc<Target>,
     /// The source address to bind.
     pub source: Ipv4Addr,
+    /// Distinct for the subscribers of one source address: picks their source ports.
+    pub port_seed: u64,
+}
+
+/// Explicit source ports are taken from `PORT_BASE ..` `PORT_BASE + PORT_SPAN`, below the
+/// kernel's ephemeral range (whose ports it hands out to other connections).
+const PORT_BASE: u64 = 10_000;
+/// How many source ports there are to pick from.
+const PORT_SPAN: u64 = 22_700;
+/// A prime above the 10,000 subscribers a source address may have: the next candidate port of a
+/// subscriber is not any subscriber's first.
+const PORT_STRIDE: u64 = 10_007;
+/// Candidate ports tried before the kernel picks one.
+const PORT_ATTEMPTS: u32 = 8;
+
+impl Spec {
+    /// The source port of connection attempt `attempt`, or `None` to let the kernel choose.
+    ///
+    /// From 127.0.0.1 nothing is bound: connecting picks a free port per destination quickly.
+    /// From another address the socket must be bound first, and binding to port 0 makes the
+    /// kernel search every bound port for a free one (a cost that grows with each connection),
+    /// so ports are chosen here: `seed` is unique per address, a port in use (another program,
+    /// a closed connection in TIME_WAIT) moves on to the next candidate.
+    fn source_port(&self, attempt: u32) -> Option<u16> {
+        if self.source == Ipv4Addr::new(127, 0, 0, 1) || attempt % (PORT_ATTEMPTS + 1) == 0 {
+            return None;
+        }
+        let k = u64::from(attempt);
+        u16::try_from(PORT_BASE + (self.port_seed + k * PORT_STRIDE) % PORT_SPAN).ok()
+    }
 }
 
 /// An open event stream whose response head was read.
@@ -294,7 +325,9 @@ enum Step {
 /// Runs subscriber `spec.index` until the worker exits.
 pub(super) async fn run(shared: Rc<Shared>, spec: Spec) {
     let j = spec.index;
-    let mut connection = match tokio::time::timeout(CONNECT_TIMEOUT, open(&spec, None)).await {
+    let mut attempt = 0;
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, open(&spec, None, &mut attempt)).await;
+    let mut connection = match first {
         Ok(Ok(c)) => {
             shared.settle(j, Ok(()));
             c
@@ -325,7 +358,8 @@ pub(super) async fn run(shared: Rc<Shared>, spec: Spec) {
                     let delay = rand::random_range(0..=RECONNECT_DELAY_MS);
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                     let last_id = Some(decoder.last_event_id());
-                    match tokio::time::timeout(CONNECT_TIMEOUT, open(&spec, last_id)).await {
+                    let reopened = open(&spec, last_id, &mut attempt);
+                    match tokio::time::timeout(CONNECT_TIMEOUT, reopened).await {
                         Ok(Ok(c)) => break c,
                         Ok(Err(e)) => shared.note_disconnect(e),
                         Err(_) => shared.note_disconnect(format!(
@@ -344,20 +378,46 @@ pub(super) async fn run(shared: Rc<Shared>, spec: Spec) {
 }
 
 /// Connects from the spec's source address, sends the request and reads the response head.
-async fn open(spec: &Spec, last_event_id: Option<&str>) -> Result<Connection, String> {
+///
+/// `attempt` counts the connection attempts of the subscriber (they choose its source port).
+async fn open(
+    spec: &Spec,
+    last_event_id: Option<&str>,
+    attempt: &mut u32,
+) -> Result<Connection, String> {
     let target = &spec.target;
     let fail = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", target.url);
-    let socket = TcpSocket::new_v4().map_err(|e| fail("cannot create a socket", e))?;
-    socket
-        .set_nodelay(true)
-        .map_err(|e| fail("cannot set TCP_NODELAY", e))?;
-    socket
-        .bind(SocketAddr::new(spec.source.into(), 0))
-        .map_err(|e| fail(&format!("cannot bind to {}", spec.source), e))?;
-    let mut stream = socket
-        .connect(target.addr)
-        .await
-        .map_err(|e| fail("cannot connect", e))?;
+    let mut stream = loop {
+        *attempt = attempt.wrapping_add(1);
+        let port = spec.source_port(*attempt);
+        let socket = TcpSocket::new_v4().map_err(|e| fail("cannot create a socket", e))?;
+        socket
+            .set_nodelay(true)
+            .map_err(|e| fail("cannot set TCP_NODELAY", e))?;
+        if spec.source != Ipv4Addr::new(127, 0, 0, 1) {
+            // Lets a port whose earlier connection is in TIME_WAIT be bound again (loopback
+            // connections may then reuse it: net.ipv4.tcp_tw_reuse).
+            socket
+                .set_reuseaddr(true)
+                .map_err(|e| fail("cannot set SO_REUSEADDR", e))?;
+            match socket.bind(SocketAddr::new(spec.source.into(), port.unwrap_or(0))) {
+                Ok(()) => {}
+                Err(e) if port.is_some() && e.kind() == ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(fail(&format!("cannot bind to {}", spec.source), e)),
+            }
+        }
+        match socket.connect(target.addr).await {
+            Ok(stream) => break stream,
+            // This source port and the server make a pair still in use.
+            Err(e)
+                if port.is_some()
+                    && matches!(e.kind(), ErrorKind::AddrNotAvailable | ErrorKind::AddrInUse) =>
+            {
+                continue
+            }
+            Err(e) => return Err(fail("cannot connect", e)),
+        }
+    };
     stream
         .write_all(&target.request(last_event_id))
         .await
@@ -435,13 +495,13 @@ async fn pump(
             let bytes = buf.get(..n).unwrap_or_default();
             step = Some(handle(shared, j, framing, decoder, bytes, unix_micros()));
             if n < buf.len() {
-                Err(std::io::ErrorKind::WouldBlock.into())
+                Err(ErrorKind::WouldBlock.into())
             } else {
                 Ok(())
             }
         });
         if let Err(e) = read {
-            if e.kind() != std::io::ErrorKind::WouldBlock {
+            if e.kind() != ErrorKind::WouldBlock {
                 return End::Closed(format!("read failed: {e}"));
             }
         }
@@ -613,7 +673,7 @@ async fn stall(shared: &Shared, mut connection: Connection) {
         match read {
             Ok((0, _)) | Ok((_, true)) => break true,
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(_) => break true,
         }
     };
@@ -659,6 +719,36 @@ mod tests {
         };
         assert_eq!(hash(&[0, 1, 2, 3]), hash(&[0, 1, 1, 2, 3, 0]));
         assert_ne!(hash(&[0, 1, 2, 3]), hash(&[0, 2, 1, 3]));
+    }
+
+    fn spec(source: Ipv4Addr, port_seed: u64) -> Spec {
+        Spec {
+            index: 0,
+            target: Rc::new(
+                Target::parse("http://127.0.0.1:1/", super::super::http1::resolve_ipv4).unwrap(),
+            ),
+            source,
+            port_seed,
+        }
+    }
+
+    #[test]
+    fn source_ports() {
+        // 127.0.0.1 never binds.
+        assert_eq!(spec(Ipv4Addr::new(127, 0, 0, 1), 5).source_port(1), None);
+        let s = spec(Ipv4Addr::new(127, 0, 0, 2), 5);
+        assert_eq!(s.source_port(1), Some(20_012));
+        assert_eq!(s.source_port(2), Some(30_019));
+        // After the candidates, the kernel chooses once, then the candidates come round again.
+        assert_eq!(s.source_port(PORT_ATTEMPTS + 1), None);
+        let ports: Vec<u16> = (0..10_000)
+            .filter_map(|seed| spec(Ipv4Addr::new(127, 0, 0, 2), seed).source_port(1))
+            .collect();
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 10_000);
+        assert!(ports.iter().all(|&p| (10_000..32_768).contains(&p)));
     }
 
     #[test]

@@ -118,6 +118,7 @@ async fn work(args: WorkerArgs) -> Result<(), String> {
                 index,
                 target: targets.get(target_index, topic)?,
                 source: source_addr(i, args.source_addrs),
+                port_seed: i / u64::from(args.source_addrs),
             },
         ));
         tallies.push(Tally::new(topic, is_stalled(i, args.stall)));
@@ -145,6 +146,7 @@ async fn work(args: WorkerArgs) -> Result<(), String> {
             index: spec.index,
             target: spec.target.clone(),
             source: spec.source,
+            port_seed: spec.port_seed,
         };
         tokio::task::spawn_local(subscriber::run(shared.clone(), spec));
     }
