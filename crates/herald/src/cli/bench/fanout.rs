@@ -24,7 +24,7 @@ use super::protocol::{
 };
 use super::subscriber::CONNECT_TIMEOUT;
 use super::workers::{WorkerPlan, Workers};
-use super::{clock_ticks_per_second, histogram, publisher_token, Latency, ProcSample};
+use super::{clock_ticks_per_second, histogram, publisher_token, unix_micros, Latency, ProcSample};
 
 mod report;
 
@@ -231,6 +231,7 @@ async fn bench(args: &FanoutArgs) -> Result<Report, String> {
         connect_rate: args.connect_rate,
         stall: args.stall,
         reconnect: args.reconnect,
+        since_us: unix_micros(),
     })?;
     let connect_limit = Duration::from_secs_f64(
         n as f64 / args.connect_rate.max(1.0) + 2.0 * CONNECT_TIMEOUT.as_secs_f64(),
@@ -402,6 +403,7 @@ async fn bench(args: &FanoutArgs) -> Result<Report, String> {
         duplicates: sum(|r| r.duplicates),
         out_of_order: sum(|r| r.out_of_order),
         unexpected: sum(|r| r.unexpected),
+        stale: sum(|r| r.stale),
         order_checked,
         order_mismatches,
         incomplete_subscribers: sum(|r| r.incomplete),

@@ -132,6 +132,8 @@ pub(super) struct WorkerReport {
     /// Events beyond what was expected: for another topic, without a sequence number, or more
     /// distinct updates than were answered 200.
     pub unexpected: u64,
+    /// Updates sent before the run started (the server's history of an earlier run), ignored.
+    pub stale: u64,
     /// Subscribers that did not receive all they expected before the drain ended.
     pub incomplete: u64,
     /// Successful reconnections (`--reconnect`).

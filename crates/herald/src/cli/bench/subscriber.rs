@@ -166,6 +166,10 @@ pub(super) struct Shared {
     pub first_disconnect: RefCell<Option<String>>,
     /// Events that were not an expected benchmark update of the subscriber's topic.
     pub unexpected: Cell<u64>,
+    /// Updates sent before this run started (µs since the Unix epoch) are from an earlier run.
+    since_us: u64,
+    /// Updates from an earlier run (the server's history), ignored.
+    pub stale: Cell<u64>,
     /// When the last distinct update arrived (µs since the Unix epoch).
     pub last_delivery_us: Cell<u64>,
     /// Set to make stalled subscribers read again and find out whether the server ended them.
@@ -181,12 +185,14 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// State for `tallies.len()` subscribers over `topics` topics.
+    /// State for `tallies.len()` subscribers over `topics` topics, in a run that started at
+    /// `since_us` (µs since the Unix epoch).
     pub(super) fn new(
         tallies: Vec<Tally>,
         latency: Histogram<u64>,
         topics: u64,
         reconnect: bool,
+        since_us: u64,
     ) -> Self {
         Self {
             buf: RefCell::new(vec![0; READ_BUFFER]),
@@ -206,6 +212,8 @@ impl Shared {
             disconnected: Cell::new(0),
             first_disconnect: RefCell::new(None),
             unexpected: Cell::new(0),
+            since_us,
+            stale: Cell::new(0),
             last_delivery_us: Cell::new(0),
             probe: watch::channel(false).0,
             stalled_waiting: Cell::new(0),
@@ -539,8 +547,10 @@ fn handle(
         latency: &mut latency,
         topics: shared.topics,
         now_us,
+        since_us: shared.since_us,
         delivered: false,
         unexpected: 0,
+        stale: 0,
         stalled: false,
     };
     let mut failure = None;
@@ -578,6 +588,9 @@ fn handle(
             .unexpected
             .set(shared.unexpected.get() + events.unexpected);
     }
+    if events.stale > 0 {
+        shared.stale.set(shared.stale.get() + events.stale);
+    }
     let stalled = events.stalled;
     let tally = events.tally;
     if shared.finishing.get() && !tally.complete && !tally.stalls && tally.unique >= tally.expected
@@ -606,9 +619,11 @@ struct Events<'a> {
     latency: &'a mut Histogram<u64>,
     topics: u64,
     now_us: u64,
+    since_us: u64,
     /// A distinct update arrived.
     delivered: bool,
     unexpected: u64,
+    stale: u64,
     /// The subscriber stalls now: ignore the rest.
     stalled: bool,
 }
@@ -621,14 +636,20 @@ impl Events<'_> {
         if self.stalled {
             return;
         }
-        if self.tally.stalls {
-            self.stalled = true;
-            return;
-        }
         let Some((seq, sent_us)) = seq_and_sent(event.data.as_bytes()) else {
             self.unexpected += 1;
             return;
         };
+        if sent_us < self.since_us {
+            // History the server replays from an earlier run (Nchan sends its buffered
+            // messages to new subscribers by default): not this run's update.
+            self.stale += 1;
+            return;
+        }
+        if self.tally.stalls {
+            self.stalled = true;
+            return;
+        }
         if seq % self.topics != self.tally.topic {
             self.unexpected += 1;
             return;

@@ -59,6 +59,9 @@ pub struct WorkerArgs {
     /// Reopen ended streams with `Last-Event-ID`.
     #[arg(long)]
     reconnect: bool,
+    /// When the run started, µs since the Unix epoch: updates sent before are from an earlier run.
+    #[arg(long, default_value_t = 0)]
+    since_us: u64,
 }
 
 /// Runs the worker on a thread of its own with a current-thread runtime; returns its exit code.
@@ -128,6 +131,7 @@ async fn work(args: WorkerArgs) -> Result<(), String> {
         histogram()?,
         args.topics,
         args.reconnect,
+        args.since_us,
     ));
 
     // Connect, paced: subscriber j starts at j / rate.
@@ -246,6 +250,7 @@ fn report(shared: &Shared) -> Result<WorkerReport, String> {
     }
     r.orders = orders.into_iter().map(|((t, h), n)| (t, h, n)).collect();
     r.unexpected += shared.unexpected.get();
+    r.stale = shared.stale.get();
     r.reconnects = shared.reconnects.get();
     r.reconnect_failures = shared.reconnect_failures.get();
     r.disconnected = shared.disconnected.get();

@@ -34,6 +34,8 @@ pub(super) struct WorkerPlan<'a> {
     pub stall: f64,
     /// Subscribers reconnect.
     pub reconnect: bool,
+    /// When the run started, µs since the Unix epoch.
+    pub since_us: u64,
 }
 
 /// The running workers.
@@ -83,6 +85,7 @@ impl Workers {
                     &(plan.connect_rate / processes as f64).to_string(),
                 ])
                 .args(["--stall", &plan.stall.to_string()])
+                .args(["--since-us", &plan.since_us.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());

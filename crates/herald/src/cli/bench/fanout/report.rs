@@ -75,6 +75,9 @@ pub(in super::super) struct Report {
     pub order_mismatches: u64,
     /// Events nobody expected (another topic, no sequence number, more than published).
     pub unexpected: u64,
+    /// Updates from before the run (the server's history of an earlier run on the same topics),
+    /// ignored.
+    pub stale: u64,
     /// Subscribers still missing updates when the drain ended.
     pub incomplete_subscribers: u64,
     /// `delivered` per second, from the first publish to the last delivery (at least the
@@ -275,6 +278,15 @@ impl Report {
             ));
             if self.unexpected > 0 {
                 rows.push(("unexpected".into(), thousands(self.unexpected)));
+            }
+            if self.stale > 0 {
+                rows.push((
+                    "stale".into(),
+                    format!(
+                        "{} updates from an earlier run (the server's history), ignored",
+                        thousands(self.stale)
+                    ),
+                ));
             }
             let l = &self.latency_us;
             rows.push((
