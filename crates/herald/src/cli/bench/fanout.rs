@@ -71,7 +71,7 @@ pub struct FanoutArgs {
     /// Bytes of each update's data: JSON with the sequence number and send time, padded.
     #[arg(long, default_value_t = 100)]
     size: usize,
-    /// Most new connections per second, over all workers.
+    /// Most new connections per second, over all workers (0: no limit).
     #[arg(long, default_value_t = 10_000.0, value_parser = non_negative)]
     connect_rate: f64,
     /// Subscriber worker processes (default: one per 9,000 subscribers).
@@ -92,7 +92,8 @@ pub struct FanoutArgs {
     /// repeatable.
     #[arg(long = "publish-url")]
     publish_urls: Vec<String>,
-    /// Subscribers reopen ended or failed streams (after 0-250 ms) with Last-Event-ID.
+    /// Subscribers reopen their stream when it ends or fails after connecting (after 0-250 ms),
+    /// with Last-Event-ID.
     #[arg(long)]
     reconnect: bool,
     /// The server's process id (repeatable, one per node): its CPU and memory.

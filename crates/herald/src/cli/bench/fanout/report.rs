@@ -369,12 +369,18 @@ impl Report {
         } else {
             "idle".to_owned()
         };
+        let urls = if self.subscribe_urls.is_empty() {
+            &self.hubs
+        } else {
+            &self.subscribe_urls
+        };
+        let target = match urls.len() {
+            0 => String::new(),
+            1 => urls[0].clone(),
+            n => format!("{} (and {} more)", urls[0], n - 1),
+        };
         let mut out = format!(
-            "herald bench fanout → {}\n  {} on {}, {publishing}, {}, {}\n\n",
-            self.subscribe_urls
-                .first()
-                .or(self.hubs.first())
-                .map_or("", String::as_str),
+            "herald bench fanout → {target}\n  {} on {}, {publishing}, {}, {}\n\n",
             count(self.subscribers, "subscriber", "subscribers"),
             count(self.topics, "topic", "topics"),
             count(self.processes, "worker process", "worker processes"),
