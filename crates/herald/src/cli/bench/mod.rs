@@ -1,9 +1,10 @@
 //! `herald bench`: a load generator that measures a hub.
 //!
-//! Each scenario lives in a sibling file (`publish.rs`; `fanout.rs` with its worker processes in
-//! `workers.rs`/`worker.rs`, subscribers in `subscriber.rs` and `http1.rs`, the publisher in
-//! `open_loop.rs`, their protocol in `protocol.rs`) and shares what is here: the HTTP client set-up, the publisher token, the benchmark payload, the
-//! latency summary of an HDR histogram, and the hub process's CPU and memory read from `/proc`.
+//! Each scenario lives in a sibling file: `publish.rs`, and `fanout.rs` with its parts (worker
+//! processes in `workers.rs` and `worker.rs`, subscribers in `subscriber.rs`, `tally.rs` and
+//! `http1.rs`, the publisher in `open_loop.rs`, their protocol in `protocol.rs`). They share what
+//! is here: the HTTP client set-up, the publisher token, the benchmark payload, the latency summary
+//! of an HDR histogram, and the hub process's CPU and memory read from `/proc`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ mod open_loop;
 mod protocol;
 mod publish;
 mod subscriber;
+mod tally;
 mod worker;
 mod workers;
 

@@ -23,7 +23,8 @@ use super::protocol::{
     histogram_counts, is_stalled, source_addr, topic_of, Command, Connected, Message, StallReport,
     TopicNames, WorkerReport, TOPIC_PLACEHOLDER,
 };
-use super::subscriber::{self, Shared, Spec, Tally};
+use super::subscriber::{self, Shared, Spec};
+use super::tally::Tally;
 use super::{histogram, ProcSample};
 
 /// Longest the stalled subscribers' probe may take in all.
