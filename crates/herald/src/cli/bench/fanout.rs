@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Uri};
 
+use super::http1::{resolve_ipv4, Target};
 use super::open_loop::{self, PublishTo, Published, Schedule};
 use super::protocol::{
     add_counts, order_mismatches, Command, Connected, Message, StallReport, TopicNames,
@@ -216,6 +217,12 @@ async fn bench(args: &FanoutArgs) -> Result<Report, String> {
     } else {
         args.subscribe_urls.clone()
     };
+    for template in &subscribe_templates {
+        Target::parse(
+            &template.replace(TOPIC_PLACEHOLDER, &names.in_url(0)),
+            resolve_ipv4,
+        )?;
+    }
     let count = (args.rate * args.duration).floor() as u64;
     let publish_to = publish_targets(args, count)?;
 
