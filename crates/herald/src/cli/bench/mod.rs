@@ -1,8 +1,10 @@
 //! `herald bench`: a load generator that measures a hub.
 //!
-//! Each scenario lives in a sibling file (`publish.rs` today; subscribers and fan-out later) and
-//! shares what is here: the HTTP client set-up, the publisher token, the benchmark payload, the
-//! latency summary of an HDR histogram, and the hub process's CPU and memory read from `/proc`.
+//! Each scenario lives in a sibling file: `publish.rs`, and `fanout.rs` with its parts (worker
+//! processes in `workers.rs` and `worker.rs`, subscribers in `subscriber.rs`, `tally.rs` and
+//! `http1.rs`, the publisher in `open_loop.rs`, their protocol in `protocol.rs`). They share what
+//! is here: the HTTP client set-up, the publisher token, the benchmark payload, the latency summary
+//! of an HDR histogram, and the hub process's CPU and memory read from `/proc`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,7 +22,15 @@ use serde::Serialize;
 
 use super::keys;
 
+mod fanout;
+mod http1;
+mod open_loop;
+mod protocol;
 mod publish;
+mod subscriber;
+mod tally;
+mod worker;
+mod workers;
 
 /// Arguments of `herald bench`: which scenario to run.
 #[derive(Debug, clap::Args)]
@@ -34,12 +44,20 @@ pub struct BenchArgs {
 enum Scenario {
     /// Closed-loop publish load: C publishers POST N updates as fast as the hub answers.
     Publish(publish::PublishArgs),
+    /// The push path end to end: N subscribers, open-loop publishing at R updates/s, delivery
+    /// counts and publish → receive latency (or, with --rate 0, the cost of idle subscribers).
+    Fanout(fanout::FanoutArgs),
+    /// A subscriber worker process of `fanout` (started by it; JSON lines on stdin/stdout).
+    #[command(hide = true)]
+    FanoutWorker(worker::WorkerArgs),
 }
 
 /// Runs the chosen scenario and returns the process exit code.
 pub async fn run(args: BenchArgs) -> ExitCode {
     match args.scenario {
         Scenario::Publish(args) => publish::run(args).await,
+        Scenario::Fanout(args) => fanout::run(args).await,
+        Scenario::FanoutWorker(args) => worker::run(args).await,
     }
 }
 
@@ -103,6 +121,11 @@ fn payload(seq: u64, sent_us: u64, size: usize) -> String {
     data.extend(std::iter::repeat_n('x', pad));
     data.push_str(END);
     data
+}
+
+/// Percent-encodes a form or query value.
+fn encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// A latency histogram in microseconds: 1 µs to 1 hour, 3 significant digits.

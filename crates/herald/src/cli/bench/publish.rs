@@ -21,8 +21,8 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
 use super::{
-    client, clock_ticks_per_second, histogram, payload, publisher_token, root_cause, thousands,
-    topic, unix_micros, Latency, ProcSample, ProcUsage,
+    client, clock_ticks_per_second, encode, histogram, payload, publisher_token, root_cause,
+    thousands, topic, unix_micros, Latency, ProcSample, ProcUsage,
 };
 
 /// Arguments of `herald bench publish`.
@@ -368,10 +368,6 @@ fn report_first_failure(plan: &Plan, message: impl FnOnce() -> String) {
     if !plan.failure_printed.swap(true, Ordering::Relaxed) {
         eprintln!("herald: {}", message());
     }
-}
-
-fn encode(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 impl Report {
