@@ -16,8 +16,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::channel::Channel;
 use crate::queue::{self, PushError};
 use crate::selector::{Selector, SelectorSet};
+use crate::subscription::Live;
 use crate::update::{LogEntry, Position, StoredUpdate};
 
 /// Identifies a live subscriber in the registry.
@@ -99,14 +101,50 @@ pub(crate) struct Registry {
     index_of: HashMap<SubscriberId, SlotIndex>,
     by_topic: HashMap<Box<str>, Vec<SlotIndex>>,
     wide: Vec<SlotIndex>,
+    /// Subscribers of exactly one topic read that topic's channel instead of having a queue.
+    channels: HashMap<Box<str>, Member>,
+    /// Which channel each such subscriber reads.
+    channel_of: HashMap<SubscriberId, Box<str>>,
+}
+
+/// A channel and how many subscribers read it.
+struct Member {
+    channel: Arc<Channel>,
+    subscribers: usize,
 }
 
 impl Registry {
     pub fn len(&self) -> usize {
-        self.index_of.len()
+        self.index_of.len() + self.channel_of.len()
     }
 
-    /// Registers a subscriber that receives entries after `after`.
+    /// Registers a subscriber that receives entries after `after`: through its topic's channel
+    /// if it asked for exactly one topic, else through a queue of `capacity` frames.
+    pub fn subscribe(
+        &mut self,
+        filter: Arc<Filter>,
+        after: Position,
+        capacity: usize,
+    ) -> (SubscriberId, Live) {
+        if let [only] = filter.selectors.as_slice() {
+            if let Some(topic) = only.exact_topic() {
+                self.next_id += 1;
+                let id = self.next_id;
+                let member = self.channels.entry(topic.into()).or_insert_with(|| Member {
+                    channel: Channel::new(capacity),
+                    subscribers: 0,
+                });
+                member.subscribers += 1;
+                let cursor = member.channel.join(filter.clone(), after);
+                self.channel_of.insert(id, topic.into());
+                return (id, Live::Channel(cursor));
+            }
+        }
+        let (tx, rx) = queue::bounded(capacity);
+        (self.insert(filter, tx, after), Live::Queue(rx))
+    }
+
+    /// Registers a subscriber with a queue.
     pub fn insert(
         &mut self,
         filter: Arc<Filter>,
@@ -159,6 +197,15 @@ impl Registry {
 
     /// Unregisters a subscriber (no-op if it was already cut off).
     pub fn remove(&mut self, id: SubscriberId) {
+        if let Some(topic) = self.channel_of.remove(&id) {
+            if let Some(member) = self.channels.get_mut(&topic) {
+                member.subscribers -= 1;
+                if member.subscribers == 0 {
+                    self.channels.remove(&topic);
+                }
+            }
+            return;
+        }
         let Some(index) = self.index_of.remove(&id) else {
             return;
         };
@@ -191,7 +238,7 @@ impl Registry {
     }
 
     /// Offers `entry` to every subscriber it reaches.
-    pub fn deliver(&mut self, entry: &LogEntry) -> Delivery {
+    pub fn deliver(&mut self, entry: &Arc<LogEntry>) -> Delivery {
         let update = &entry.update;
         let mut stats = Delivery::default();
         let mut cut = Vec::new();
@@ -199,8 +246,17 @@ impl Registry {
             slots,
             by_topic,
             wide,
+            channels,
             ..
         } = self;
+        for topic in &update.topics {
+            if let Some(member) = channels.get(topic.as_str()) {
+                let readers = member.channel.append(entry);
+                if !update.private {
+                    stats.delivered += readers as u64;
+                }
+            }
+        }
         let mut offer = |index: SlotIndex, indexed: bool| {
             let Some(Some(slot)) = slots.get_mut(index as usize) else {
                 return;
@@ -237,6 +293,11 @@ impl Registry {
 
     /// Ends every live subscription (shutdown).
     pub fn clear(&mut self) {
+        for member in self.channels.values() {
+            member.channel.close();
+        }
+        self.channels.clear();
+        self.channel_of.clear();
         self.slots.clear();
         self.free.clear();
         self.index_of.clear();

@@ -315,7 +315,6 @@ impl Hub {
             request.selectors,
             request.claims.and_then(|c| c.subscribe),
         ));
-        let (queue, live) = crate::queue::bounded(self.shared.config.queue_capacity);
 
         let mut state = self.shared.lock();
         if state.closed {
@@ -325,9 +324,11 @@ impl Hub {
         let after = after.unwrap_or(head);
         // The id may name an update the store has just made durable but the writer has not yet
         // offered (it is past `head`): live delivery must then start after it, not at `head`.
-        let id = state
-            .registry
-            .insert(filter.clone(), queue, after.max(head));
+        let (id, live) = state.registry.subscribe(
+            filter.clone(),
+            after.max(head),
+            self.shared.config.queue_capacity,
+        );
         let mut replay = VecDeque::new();
         let mut from_store = None;
         if after < head {

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod channel;
 mod fanout;
 mod history;
 mod hub;

@@ -138,22 +138,6 @@ impl Receiver {
         Poll::Pending
     }
 
-    /// Takes the next frame. `Ready(None)` when the queue is empty and the producer is gone.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Queued>> {
-        let mut inner = self.shared.lock();
-        if let Some(frame) = inner.frames.pop_front() {
-            return Poll::Ready(Some(frame));
-        }
-        if inner.sender_gone {
-            return Poll::Ready(None);
-        }
-        match &mut inner.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
-        Poll::Pending
-    }
-
     /// Gives back the frame storage of an empty queue (it is allocated again on the next push).
     pub(crate) fn release_idle_buffer(&mut self) {
         let mut inner = self.shared.lock();
@@ -230,9 +214,9 @@ mod tests {
         let (tx, mut rx) = bounded(4);
         tx.push(frame(7)).unwrap();
         drop(tx);
-        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(Some(_))));
-        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
         let mut out = Vec::new();
+        assert_eq!(rx.poll_drain(&mut cx, |f| out.push(f)), Poll::Ready(true));
+        assert_eq!(out.len(), 1);
         assert_eq!(rx.poll_drain(&mut cx, |f| out.push(f)), Poll::Ready(false));
     }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use tokio::sync::mpsc;
 
+use crate::channel::{self, End};
 use crate::fanout::{Filter, SubscriberId};
 use crate::hub::{Command, ResumedFrom, Shared};
 use crate::log::{Store, StoreError};
@@ -53,6 +54,14 @@ impl Drop for Registration {
     }
 }
 
+/// Where a subscriber's live frames come from.
+pub(crate) enum Live {
+    /// Its own bounded queue (subscribers with several selectors, templates or `*`).
+    Queue(queue::Receiver),
+    /// Its topic's channel (subscribers of exactly one topic).
+    Channel(channel::Cursor),
+}
+
 /// A subscriber's stream of SSE frames: the replay, then live updates, in log order.
 ///
 /// It ends when the subscriber was cut off for being too slow (after the frames already queued),
@@ -63,7 +72,7 @@ pub struct Subscription {
     pub(crate) replay: VecDeque<Bytes>,
     pub(crate) from_store: Option<StoreReplay>,
     pub(crate) filter: Arc<Filter>,
-    pub(crate) live: queue::Receiver,
+    pub(crate) live: Live,
     pub(crate) registration: Registration,
     /// A replay read failed: the stream is over.
     pub(crate) failed: bool,
@@ -113,16 +122,37 @@ impl Subscription {
             // and a clock read and histogram update per frame would cost more than the rest of
             // the delivery.
             let mut oldest = None;
-            let drained = self.live.poll_drain(cx, |(frame, committed_at)| {
-                oldest.get_or_insert(committed_at);
-                out.push(frame);
-            });
-            if let (Some(committed_at), Some(shared)) = (oldest, self.registration.shared.upgrade())
-            {
-                shared
-                    .metrics
-                    .delivery_seconds
-                    .observe(committed_at.elapsed().as_secs_f64());
+            let mut cut_off = false;
+            let drained = match &mut self.live {
+                Live::Queue(rx) => rx.poll_drain(cx, |(frame, committed_at)| {
+                    oldest.get_or_insert(committed_at);
+                    out.push(frame);
+                }),
+                Live::Channel(cursor) => match cursor.poll_drain(cx, |frame, committed_at| {
+                    oldest.get_or_insert(committed_at);
+                    out.push(frame);
+                }) {
+                    Poll::Ready(Ok(_)) => Poll::Ready(true),
+                    Poll::Ready(Err(End::Closed)) => Poll::Ready(false),
+                    Poll::Ready(Err(End::CutOff)) => {
+                        cut_off = true;
+                        Poll::Ready(false)
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            };
+            if oldest.is_some() || cut_off {
+                if let Some(shared) = self.registration.shared.upgrade() {
+                    if let Some(committed_at) = oldest {
+                        shared
+                            .metrics
+                            .delivery_seconds
+                            .observe(committed_at.elapsed().as_secs_f64());
+                    }
+                    if cut_off {
+                        shared.metrics.slow_consumer_disconnects.inc();
+                    }
+                }
             }
             return drained;
         }
@@ -134,7 +164,9 @@ impl Subscription {
         if self.replay.is_empty() && self.replay.capacity() > 0 {
             self.replay = VecDeque::new();
         }
-        self.live.release_idle_buffer();
+        if let Live::Queue(rx) = &mut self.live {
+            rx.release_idle_buffer();
+        }
     }
 
     /// Advances the replay from the store. `Ready(None)`: no store replay (left); `Ready(Some(true))`:
@@ -190,32 +222,26 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
-        loop {
-            if this.failed {
-                return Poll::Ready(None);
-            }
-            if let Some(frame) = this.replay.pop_front() {
-                return Poll::Ready(Some(frame));
-            }
-            match this.poll_store(cx) {
-                Poll::Ready(Some(true)) => continue,
-                Poll::Ready(Some(false)) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {}
-            }
-            return match this.live.poll_recv(cx) {
-                Poll::Ready(Some((frame, committed_at))) => {
-                    if let Some(shared) = this.registration.shared.upgrade() {
-                        shared
-                            .metrics
-                            .delivery_seconds
-                            .observe(committed_at.elapsed().as_secs_f64());
+        if let Some(frame) = this.replay.pop_front() {
+            return Poll::Ready(Some(frame));
+        }
+        let mut ready = Vec::new();
+        match this.poll_drain(cx, &mut ready) {
+            Poll::Ready(true) => {
+                let mut frames = ready.into_iter();
+                let first = frames.next();
+                this.replay.extend(frames);
+                match first {
+                    Some(frame) => Poll::Ready(Some(frame)),
+                    // Nothing moved although something was ready: ask to be polled again.
+                    None => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
                     }
-                    Poll::Ready(Some(frame))
                 }
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            };
+            }
+            Poll::Ready(false) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -1,0 +1,280 @@
+//! A topic's channel: one shared, bounded window of recent entries that every subscriber of
+//! exactly that one topic reads through its own cursor.
+//!
+//! With a queue per subscriber, an update to a topic with 10,000 subscribers costs 10,000
+//! pushes, each writing into another subscriber's memory (and so, on a busy hub, into another
+//! core's cache). With a channel it costs one append and a wake-up of the subscribers that are
+//! waiting — and under load most are not waiting but writing, and they pick up every entry
+//! appended meanwhile in one go. So the cost of an update stops growing with the number of busy
+//! subscribers, and the writes of a busy hub batch themselves.
+//!
+//! Slow consumers are bounded by the window: it keeps at most `capacity` entries and none older
+//! than [`MAX_AGE`]. A subscriber whose cursor falls out of the window is cut off, like one whose
+//! queue is full: its stream ends and its client resumes from the log.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+
+use crate::fanout::Filter;
+use crate::update::{LogEntry, Position};
+
+/// Oldest entry a channel keeps: a subscriber this far behind is cut off.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(30);
+
+struct Window {
+    entries: VecDeque<Arc<LogEntry>>,
+    /// Sequence number (in this channel) of `entries[0]`.
+    first_seq: u64,
+    /// Subscribers reading this channel.
+    readers: usize,
+    /// The hub shut down: readers end after what is left.
+    closed: bool,
+}
+
+impl Window {
+    fn end_seq(&self) -> u64 {
+        self.first_seq + self.entries.len() as u64
+    }
+}
+
+/// One topic's channel.
+pub(crate) struct Channel {
+    capacity: usize,
+    window: Mutex<Window>,
+    notify: Arc<Notify>,
+}
+
+impl Channel {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            capacity: capacity.max(1),
+            window: Mutex::new(Window {
+                entries: VecDeque::new(),
+                first_seq: 0,
+                readers: 0,
+                closed: false,
+            }),
+            notify: Arc::new(Notify::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Window> {
+        // Every change is a single push, pop or counter update: a poisoned lock is consistent.
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a reader whose cursor starts at the end (it reads what is appended from now on).
+    pub(crate) fn join(self: &Arc<Self>, filter: Arc<Filter>, after: Position) -> Cursor {
+        let mut window = self.lock();
+        window.readers += 1;
+        Cursor {
+            channel: self.clone(),
+            next_seq: window.end_seq(),
+            after,
+            filter,
+            notified: None,
+        }
+    }
+
+    /// Readers right now.
+    #[cfg(test)]
+    pub(crate) fn readers(&self) -> usize {
+        self.lock().readers
+    }
+
+    /// Appends an entry and wakes the readers that wait. Returns how many readers there are.
+    pub(crate) fn append(&self, entry: &Arc<LogEntry>) -> usize {
+        let readers = {
+            let mut window = self.lock();
+            window.entries.push_back(entry.clone());
+            let now = Instant::now();
+            while window.entries.len() > self.capacity
+                || window
+                    .entries
+                    .front()
+                    .is_some_and(|e| now.saturating_duration_since(e.committed_at) > MAX_AGE)
+            {
+                window.entries.pop_front();
+                window.first_seq += 1;
+            }
+            window.readers
+        };
+        self.notify.notify_waiters();
+        readers
+    }
+
+    /// Ends every reader after what it has not read yet (hub shutdown).
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_waiters();
+    }
+}
+
+/// Why a cursor's stream is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The hub shut down.
+    Closed,
+    /// The reader fell out of the window.
+    CutOff,
+}
+
+/// A subscriber's position in its topic's channel.
+pub(crate) struct Cursor {
+    channel: Arc<Channel>,
+    next_seq: u64,
+    /// Entries at or before this position were replayed or are skipped.
+    after: Position,
+    filter: Arc<Filter>,
+    /// Registered interest in the next append, made before looking at the window so that no
+    /// append can slip between the look and the wait.
+    notified: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl Cursor {
+    /// Hands every entry appended since the last call to `each` (private ones only if the filter
+    /// allows them). `Ready(Ok(true))` when something was handed, `Ready(Err(_))` when the stream
+    /// is over, `Pending` when there was nothing (the task is woken on the next append).
+    pub(crate) fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut each: impl FnMut(Bytes, Instant),
+    ) -> Poll<Result<bool, End>> {
+        loop {
+            let notified = self.notified.get_or_insert_with(|| {
+                let mut n = Box::pin(self.channel.notify.clone().notified_owned());
+                n.as_mut().enable();
+                n
+            });
+            let mut handed = false;
+            {
+                let mut window = self.channel.lock();
+                if self.next_seq < window.first_seq {
+                    return Poll::Ready(Err(End::CutOff));
+                }
+                let start = usize::try_from(self.next_seq - window.first_seq).unwrap_or(usize::MAX);
+                for entry in window.entries.range(start.min(window.entries.len())..) {
+                    let update = &entry.update;
+                    if update.position <= self.after
+                        || (update.private && !self.filter.accepts_update(update))
+                    {
+                        continue;
+                    }
+                    each(entry.frame.clone(), entry.committed_at);
+                    handed = true;
+                }
+                self.next_seq = window.end_seq();
+                // The only reader: what it has read is needed by nobody.
+                if window.readers == 1 {
+                    let end = window.end_seq();
+                    window.entries.clear();
+                    window.first_seq = end;
+                }
+                if !handed && window.closed {
+                    return Poll::Ready(Err(End::Closed));
+                }
+            }
+            if handed {
+                return Poll::Ready(Ok(true));
+            }
+            match notified.as_mut().poll(cx) {
+                Poll::Ready(()) => self.notified = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        let mut window = self.channel.lock();
+        window.readers = window.readers.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selector::Selector;
+    use crate::update::StoredUpdate;
+    use std::task::Waker;
+
+    fn entry(position: Position) -> Arc<LogEntry> {
+        LogEntry::new(StoredUpdate {
+            position,
+            id: format!("id-{position}"),
+            topics: vec!["t".into()],
+            private: false,
+            event_type: None,
+            retry: None,
+            data: "x".into(),
+            time_ms: 0,
+        })
+    }
+
+    fn filter() -> Arc<Filter> {
+        Arc::new(Filter::new(vec![Selector::parse("t")], None))
+    }
+
+    fn drain(cursor: &mut Cursor) -> Poll<Result<Vec<Bytes>, End>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut got = Vec::new();
+        match cursor.poll_drain(&mut cx, |frame, _| got.push(frame)) {
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(got)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    #[test]
+    fn readers_get_every_append_once_and_skip_what_they_had() {
+        let channel = Channel::new(16);
+        let mut a = channel.join(filter(), 0);
+        let mut b = channel.join(filter(), 1);
+        assert!(drain(&mut a).is_pending());
+        for p in 1..=3 {
+            assert_eq!(channel.append(&entry(p)), 2);
+        }
+        assert!(matches!(drain(&mut a), Poll::Ready(Ok(v)) if v.len() == 3));
+        assert!(
+            matches!(drain(&mut b), Poll::Ready(Ok(v)) if v.len() == 2),
+            "b had 1"
+        );
+        assert!(drain(&mut a).is_pending());
+        drop(b);
+        assert_eq!(channel.readers(), 1);
+    }
+
+    #[test]
+    fn a_reader_out_of_the_window_is_cut_off_and_close_ends_readers() {
+        let channel = Channel::new(2);
+        let mut slow = channel.join(filter(), 0);
+        let mut fast = channel.join(filter(), 0);
+        for p in 1..=3 {
+            channel.append(&entry(p));
+            assert!(matches!(drain(&mut fast), Poll::Ready(Ok(v)) if v.len() == 1));
+        }
+        assert!(matches!(drain(&mut slow), Poll::Ready(Err(End::CutOff))));
+        channel.close();
+        assert!(matches!(drain(&mut fast), Poll::Ready(Err(End::Closed))));
+    }
+
+    #[test]
+    fn an_only_reader_leaves_nothing_behind() {
+        let channel = Channel::new(16);
+        let mut only = channel.join(filter(), 0);
+        channel.append(&entry(1));
+        assert!(matches!(drain(&mut only), Poll::Ready(Ok(v)) if v.len() == 1));
+        assert!(channel.lock().entries.is_empty());
+    }
+}
