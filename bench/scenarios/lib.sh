@@ -13,7 +13,7 @@ HUB_CPUS=${HUB_CPUS:-0-1}        # taskset -c for every hub process (Herald, ngi
 BENCH_CPUS=${BENCH_CPUS:-}       # taskset -c for the load generator (empty: not pinned)
 OUT=${OUT:-$SCEN_DIR/out}        # where the Markdown tables and raw JSON go
 SIZE=${SIZE:-100}                # bytes of each update's data
-CONNECT_RATE=${CONNECT_RATE:-5000}   # new subscriber connections per second
+CONNECT_RATE=${CONNECT_RATE:-10000}   # new subscriber connections per second
 HEARTBEAT=${HEARTBEAT:-40}       # seconds: Herald --heartbeat and Nchan's ping interval
 BENCH_PROCESSES=${BENCH_PROCESSES:-}  # --processes; default: one per 10,000 subscribers
 SOURCE_ADDRS=${SOURCE_ADDRS:-}   # --source-addrs; default: 4 from 5,000 subscribers on, else 1
@@ -24,22 +24,24 @@ EXTRA_BENCH_ARGS=${EXTRA_BENCH_ARGS:-}  # appended to every `herald bench fanout
 # The fields of `herald bench fanout --json` the tables use, as one jq object. If the report's
 # names change, change them here only. A field that is absent shows as "–".
 REPORT_FIELDS='{
-  connected:       (.subscribers.connected? // .connected? // null),
-  failed:          (.subscribers.failed? // .failed? // null),
-  connect_ms:      (.connect_ms? // .subscribers.connect_ms? // null),
-  published:       (.published? // null),
-  delivered:       (.delivered? // null),
-  expected:        (.expected? // null),
-  missing:         (.missing? // null),
-  duplicates:      (.duplicates? // null),
-  delivered_per_s: (.delivered_per_s? // null),
-  p50_us:          (.latency.p50? // null),
-  p99_us:          (.latency.p99? // null),
-  p999_us:         (.latency.p999? // null),
-  max_us:          (.latency.max? // null),
-  cpu_cores:       (.server.cpu_cores? // .server.cpu? // null),
-  rss_kib:         (.server.rss_kib? // null),
-  rss_per_sub_kib: (.server.rss_per_subscriber_kib? // null)
+  connected:       .subscribers_connected,
+  failed:          .subscribers_failed,
+  connect_ms:      .connect_ms,
+  published:       .updates_published,
+  delivered:       .delivered,
+  expected:        .expected,
+  missing:         .missing,
+  duplicates:      .duplicates,
+  delivered_per_s: .delivered_per_s,
+  p50_us:          .latency_us.p50,
+  p99_us:          .latency_us.p99,
+  p999_us:         .latency_us.p999,
+  max_us:          .latency_us.max,
+  cpu_cores:       ([.hub_processes[]?.cores] | if length == 0 then null else add end),
+  rss_kib:         ([.hub_processes[]?.rss_kib] | if length == 0 then null else add end),
+  rss_per_sub_kib: (if (.hub_processes | length) == 0 or .subscribers_connected == 0 then null
+                    else ([.hub_processes[] | .rss_connected_kib - .rss_before_kib] | add)
+                         / .subscribers_connected end)
 }'
 
 TABLE_HEAD='| run | server | connected | failed | connect ms | published | delivered | expected | missing | dup | delivered/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU cores | RSS MiB | KiB/sub | PSS peak MiB | notes |
