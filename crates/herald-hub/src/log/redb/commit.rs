@@ -1,21 +1,23 @@
-//! The commit thread: the one thread that writes to the redb file.
+//! The commit thread: the one thread that writes to the store (the redb file and its write-ahead
+//! log).
 //!
-//! redb runs one write transaction at a time and its commit blocks until the fsync returns. Every
-//! write runs here, one after the other, fed through a channel: handing a batch over costs one
-//! wake-up of a thread that is already waiting for it, where tokio's blocking pool would need a
-//! new task per commit and a pool thread to pick it up. Reads do not come here: they run on the
-//! blocking pool, beside the writes.
+//! redb runs one write transaction at a time and a durable write blocks until its fsync returns.
+//! Every write runs here, one after the other, fed through a channel: handing a batch over costs
+//! one wake-up of a thread that is already waiting for it, where tokio's blocking pool would need
+//! a new task per commit and a pool thread to pick it up. Reads do not come here: they run on the
+//! blocking pool, beside the writes. When the store is dropped the thread makes a last
+//! checkpoint, so the next start has no log to replay.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use redb::Database;
 use tokio::sync::oneshot;
 
+use super::durable::WriteSide;
 use crate::log::StoreError;
 
-type Job = Box<dyn FnOnce(&Database) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteSide) + Send>;
 
 /// The thread and the channel that feeds it. Dropping it ends the thread and waits for it.
 #[derive(Debug)]
@@ -25,8 +27,8 @@ pub(super) struct CommitThread {
 }
 
 impl CommitThread {
-    /// Starts the thread; it holds `db` until this is dropped.
-    pub(super) fn start(db: Arc<Database>) -> std::io::Result<Self> {
+    /// Starts the thread; it owns `side` until this is dropped.
+    pub(super) fn start(mut side: WriteSide) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("herald-redb-commit".into())
@@ -34,8 +36,9 @@ impl CommitThread {
                 while let Ok(job) = queue.recv() {
                     // A panic in one job drops its answer channel (its caller gets an error); the
                     // thread goes on serving the next jobs.
-                    let _ = catch_unwind(AssertUnwindSafe(|| job(&db)));
+                    let _ = catch_unwind(AssertUnwindSafe(|| job(&mut side)));
                 }
+                side.checkpoint();
             })?;
         Ok(Self {
             jobs: Some(jobs),
@@ -47,12 +50,12 @@ impl CommitThread {
     pub(super) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteSide) -> Result<T, StoreError> + Send + 'static,
     {
         let stopped = || StoreError::Io("the store's commit thread has stopped".into());
         let (done, answer) = oneshot::channel();
-        let job: Job = Box::new(move |db| {
-            let _ = done.send(op(db));
+        let job: Job = Box::new(move |side| {
+            let _ = done.send(op(side));
         });
         self.jobs
             .as_ref()

@@ -8,6 +8,9 @@
 //!   [`StoredUpdate::size`] total of the retained updates, for byte retention). Both are updated
 //!   in the same write transaction as the updates they describe.
 //!
+//! Appends are made durable in a write-ahead log (`log.wal` beside the file, see [`wal`]) and
+//! committed to redb without an fsync of their own; see [`durable`].
+//!
 //! redb is synchronous, so no runtime worker ever waits for it: writes (appends and trimming) run
 //! one after the other on the store's own commit thread (see [`commit`]), reads on tokio's
 //! blocking pool.
@@ -18,16 +21,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    Table, TableDefinition,
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition,
 };
 
 mod commit;
+mod durable;
 mod encoding;
+mod wal;
 
 pub(super) use encoding::{decode, encode};
 
 use self::commit::CommitThread;
+use self::durable::WriteSide;
 use super::memory::{check_order, size_of, Expiry, TRIM_CHUNK};
 use super::{Retention, Store, StoreError};
 use crate::update::{Position, StoredUpdate};
@@ -86,7 +92,8 @@ impl RedbStore {
         }
         txn.commit().map_err(|e| opening(e.into()))?;
         let db = Arc::new(db);
-        let writer = CommitThread::start(Arc::clone(&db))
+        let side = WriteSide::open(Arc::clone(&db), &path.with_extension("wal"))?;
+        let writer = CommitThread::start(side)
             .map_err(|e| StoreError::Open(format!("cannot start the commit thread: {e}")))?;
         Ok(Self {
             db,
@@ -110,12 +117,9 @@ impl RedbStore {
 #[async_trait]
 impl Store for RedbStore {
     async fn append(&self, batch: &[StoredUpdate]) -> Result<(), StoreError> {
-        // Checked here too (against the stored last position below), so a bad batch costs no
-        // transaction.
+        // Checked here too (against the last position on the commit thread), so a bad batch
+        // costs no write.
         check_order(batch, 0)?;
-        let Some(newest) = batch.last().map(|u| u.position) else {
-            return Ok(());
-        };
         let rows: Vec<Row> = batch
             .iter()
             .map(|u| Row {
@@ -125,44 +129,9 @@ impl Store for RedbStore {
                 value: encode(u),
             })
             .collect();
-        self.writer
-            .write(move |db| {
-                // The whole batch in one transaction with one fsync: the group commit. Returning
-                // early drops the transaction, which aborts it, so no part of a failed batch is seen.
-                let mut txn = db.begin_write().map_err(store_error)?;
-                txn.set_durability(Durability::Immediate)
-                    .map_err(store_error)?;
-                {
-                    let mut meta = txn.open_table(META).map_err(store_error)?;
-                    let mut updates = txn.open_table(UPDATES).map_err(store_error)?;
-                    let mut ids = txn.open_table(IDS).map_err(store_error)?;
-                    let last = meta_value(&meta, LAST_POSITION)?;
-                    if let Some(first) = rows.first() {
-                        if first.position <= last {
-                            return Err(StoreError::Io(format!(
-                            "refusing an out-of-order append: position {} after position {last}",
-                            first.position
-                        )));
-                        }
-                    }
-                    let mut added: u64 = 0;
-                    for row in &rows {
-                        updates
-                            .insert(row.position, row.value.as_slice())
-                            .map_err(store_error)?;
-                        // A duplicate id (which the hub should have rejected) points at the newer
-                        // update.
-                        ids.insert(row.id.as_str(), row.position)
-                            .map_err(store_error)?;
-                        added = added.saturating_add(row.size);
-                    }
-                    let bytes = meta_value(&meta, BYTES)?.saturating_add(added);
-                    meta.insert(BYTES, bytes).map_err(store_error)?;
-                    meta.insert(LAST_POSITION, newest).map_err(store_error)?;
-                }
-                txn.commit().map_err(store_error)
-            })
-            .await
+        // The whole batch in one record of the write-ahead log and one redb transaction: the
+        // group commit.
+        self.writer.write(move |side| side.append(&rows)).await
     }
 
     async fn read_after(
@@ -235,8 +204,10 @@ impl Store for RedbStore {
             return Ok(0);
         };
         self.writer
-            .write(move |db| {
-                let txn = db.begin_write().map_err(store_error)?;
+            .write(move |side| {
+                // A durable commit (redb's default): it also writes every append committed
+                // before it, so the write-ahead log can be emptied after it.
+                let txn = side.db().begin_write().map_err(store_error)?;
                 let removed = {
                     let mut updates = txn.open_table(UPDATES).map_err(store_error)?;
                     let mut ids = txn.open_table(IDS).map_err(store_error)?;
@@ -248,6 +219,7 @@ impl Store for RedbStore {
                     txn.abort().map_err(store_error)?;
                 } else {
                     txn.commit().map_err(store_error)?;
+                    side.emptied_after_durable_commit();
                 }
                 Ok(removed)
             })
