@@ -55,6 +55,11 @@ impl Wal {
             .create(true)
             .truncate(false)
             .open(path)?;
+        // The file's directory entry must be durable too before anything in it counts as
+        // durable (a new file's name is not covered by syncing the file's data).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (records, end) = parse(&bytes);
