@@ -68,10 +68,11 @@ struct Row {
 
 impl RedbStore {
     /// Opens the store file at `path` (the hub passes `<data-dir>/log.redb`), creating it and its
-    /// directory when missing. Fails with [`StoreError::Open`] when another process holds it.
+    /// directory when missing, with its write-ahead log beside it (`path` with the extension
+    /// `wal`). Fails with [`StoreError::Open`] when another process holds it.
     ///
-    /// This blocks (it may recover the file after a crash): call it at startup, or from
-    /// `spawn_blocking`.
+    /// This blocks (it may recover the file after a crash and replay the log): call it at
+    /// startup, or from `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
