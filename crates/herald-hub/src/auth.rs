@@ -4,6 +4,9 @@
 //! `https://mercure.rocks/`) holds `publish` and `subscribe` selector lists and an optional
 //! `payload`. The algorithm is pinned per key; `none` is never accepted.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -85,11 +88,23 @@ struct TokenBody {
 }
 
 /// Verifies tokens signed with one key and one algorithm.
+///
+/// Tokens it accepted are remembered (up to [`CACHED_TOKENS`], each up to [`CACHED_TOKEN_BYTES`]),
+/// so a client that sends the same token with every request pays for one signature check rather
+/// than one per request. A remembered token is answered only while its `exp` is in the future;
+/// from then on it is checked again, and refused, like any expired token. Clones share what is
+/// remembered.
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    cache: Arc<TokenCache>,
 }
+
+/// Most tokens a [`Verifier`] remembers.
+pub const CACHED_TOKENS: usize = 1024;
+/// Longest token a [`Verifier`] remembers, in bytes; longer ones are checked every time.
+pub const CACHED_TOKEN_BYTES: usize = 4096;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,11 +235,26 @@ impl Verifier {
         validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.leeway = 0;
-        Self { key, validation }
+        Self {
+            key,
+            validation,
+            cache: Arc::default(),
+        }
     }
 
     /// Checks the signature, the algorithm and `exp`/`nbf`, and returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let now = unix_now();
+        if let Some(claims) = self.cache.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = self.check(token)?;
+        self.cache.put(token, &claims, now);
+        Ok(claims)
+    }
+
+    /// What [`Verifier::verify`] does for a token it does not remember.
+    fn check(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<TokenBody>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(describe(&e)))?;
         let body = data.claims;
@@ -236,6 +266,77 @@ impl Verifier {
             expires_at: body.exp,
         })
     }
+}
+
+/// Tokens already verified, by a keyed hash of the token. The hash is keyed with a random key per
+/// cache and the stored token is compared in constant time, so that neither the map's own
+/// comparisons nor the final one tell a caller how much of a remembered token it guessed.
+#[derive(Default)]
+struct TokenCache {
+    hasher: RandomState,
+    entries: Mutex<HashMap<u64, Remembered>>,
+}
+
+struct Remembered {
+    token: Box<str>,
+    claims: Claims,
+}
+
+impl TokenCache {
+    /// The claims of `token` if it was verified and has not expired at `now` (seconds).
+    fn get(&self, token: &str, now: u64) -> Option<Claims> {
+        if token.len() > CACHED_TOKEN_BYTES {
+            return None;
+        }
+        let key = self.hasher.hash_one(token);
+        let entries = self.lock();
+        let found = entries.get(&key)?;
+        if !same_bytes(found.token.as_bytes(), token.as_bytes()) || expired(&found.claims, now) {
+            return None;
+        }
+        Some(found.claims.clone())
+    }
+
+    /// Remembers the claims of a token just verified.
+    fn put(&self, token: &str, claims: &Claims, now: u64) {
+        if token.len() > CACHED_TOKEN_BYTES || expired(claims, now) {
+            return;
+        }
+        let key = self.hasher.hash_one(token);
+        let mut entries = self.lock();
+        if entries.len() >= CACHED_TOKENS && !entries.contains_key(&key) {
+            entries.retain(|_, e| !expired(&e.claims, now));
+            if entries.len() >= CACHED_TOKENS {
+                // Many distinct live tokens: start over rather than track recency on every hit.
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            Remembered {
+                token: token.into(),
+                claims: claims.clone(),
+            },
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Remembered>> {
+        // Every critical section only reads or replaces whole entries: a panic elsewhere cannot
+        // leave one half-written.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether claims with this `exp` may no longer be answered from memory at `now`. The signature
+/// check refuses a token once `exp` is in the past; the cache stops one second earlier and lets
+/// that check decide the last second.
+fn expired(claims: &Claims, now: u64) -> bool {
+    claims.expires_at.is_some_and(|exp| now >= exp)
+}
+
+/// Byte equality whose time depends only on the lengths.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 fn selectors(
@@ -378,5 +479,70 @@ mod tests {
         let claims = Verifier::hs256(secret).verify(&token).unwrap();
         assert!(claims.may_publish_to(&["a"]));
         assert!(!claims.may_receive_private(&["a"]));
+    }
+
+    #[test]
+    fn remembered_tokens_are_answered_until_they_expire() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let token = mint_hs256(
+            secret,
+            &TokenSpec {
+                publish: Some(vec!["a".into()]),
+                subscribe: None,
+                ttl_secs: Some(60),
+            },
+        )
+        .unwrap();
+        let verifier = Verifier::hs256(secret);
+        let claims = verifier.verify(&token).unwrap();
+        let exp = claims.expires_at.unwrap();
+        let again = verifier.clone().verify(&token).unwrap();
+        assert!(again.may_publish_to(&["a"]) && !again.may_publish_to(&["b"]));
+        assert!(verifier.cache.get(&token, exp - 1).is_some());
+        assert!(verifier.cache.get(&token, exp).is_none());
+        // A token without `exp` stays valid.
+        let forever = mint_hs256(secret, &TokenSpec::default()).unwrap();
+        verifier.verify(&forever).unwrap();
+        assert!(verifier.cache.get(&forever, u64::MAX).is_some());
+    }
+
+    #[test]
+    fn only_the_exact_token_is_answered_from_memory() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let token = mint_hs256(secret, &TokenSpec::default()).unwrap();
+        let verifier = Verifier::hs256(secret);
+        verifier.verify(&token).unwrap();
+        // One character changed in the middle of the signature.
+        let at = token.len() - 10;
+        let swapped = if &token[at..=at] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+        assert!(verifier.verify(&tampered).is_err());
+        assert!(verifier.cache.get(&tampered, 0).is_none());
+        // Another key's verifier does not share what this one remembers.
+        assert!(Verifier::hs256(b"another secret, also long enough!")
+            .verify(&token)
+            .is_err());
+        // Refused tokens are not remembered.
+        assert!(verifier.verify("not.a.jwt").is_err());
+        assert!(verifier.cache.get("not.a.jwt", 0).is_none());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = TokenCache::default();
+        let live = Claims::default();
+        for i in 0..CACHED_TOKENS * 3 {
+            cache.put(&format!("token-{i}"), &live, 0);
+            assert!(cache.lock().len() <= CACHED_TOKENS);
+        }
+        let long = "x".repeat(CACHED_TOKEN_BYTES + 1);
+        cache.put(&long, &live, 0);
+        assert!(cache.get(&long, 0).is_none());
+        let dead = Claims {
+            expires_at: Some(10),
+            ..Claims::default()
+        };
+        cache.put("dead", &dead, 10);
+        assert!(cache.get("dead", 10).is_none());
     }
 }

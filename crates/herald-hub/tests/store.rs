@@ -305,6 +305,48 @@ async fn redb_data_survives_reopening() {
     assert_eq!(store.last_position().await.unwrap(), 20);
 }
 
+/// A crash right after some appends: redb has them only in memory (committed without an fsync of
+/// their own), the write-ahead log has them on disk. The files as they are on disk at that moment
+/// (copied while the store is open) open to exactly the appended updates.
+#[tokio::test]
+async fn redb_recovers_appends_from_its_write_ahead_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("log.redb")).unwrap();
+    store.append(&updates(1..=3)).await.unwrap();
+    store.append(&updates(4..=10)).await.unwrap();
+    let wal = dir.path().join("log.wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the appends are in the log"
+    );
+    let crashed = tempfile::tempdir().unwrap();
+    for name in ["log.redb", "log.wal"] {
+        std::fs::copy(dir.path().join(name), crashed.path().join(name)).unwrap();
+    }
+    drop(store);
+    // Closing checkpoints: nothing left to replay.
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+
+    let recovered = RedbStore::open(&crashed.path().join("log.redb")).unwrap();
+    assert_eq!(
+        positions(&recovered.read_after(0, 100).await.unwrap()),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(recovered.read_after(6, 1).await.unwrap(), updates(7..=7));
+    assert_eq!(recovered.last_position().await.unwrap(), 10);
+    assert_eq!(recovered.position_of("id-7").await.unwrap(), Some(7));
+    assert_eq!(
+        std::fs::metadata(crashed.path().join("log.wal"))
+            .unwrap()
+            .len(),
+        0,
+        "recovery made the updates durable in redb and emptied the log"
+    );
+    recovered.append(&updates(11..=12)).await.unwrap();
+    assert!(recovered.append(&updates(12..=12)).await.is_err());
+    assert_eq!(recovered.last_position().await.unwrap(), 12);
+}
+
 #[tokio::test]
 async fn redb_second_open_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();

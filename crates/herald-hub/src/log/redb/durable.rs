@@ -1,0 +1,163 @@
+//! The write side of the store, owned by the commit thread: the redb database and its
+//! write-ahead log (see [`super::wal`] for why there is one).
+//!
+//! An append is durable once its record is in the log; it is then committed to redb without
+//! durability, which makes it visible to readers at once. A durable redb commit (a checkpoint,
+//! every [`CHECKPOINT_BYTES`] of log, at every trim and when the store closes) writes everything
+//! committed so far, after which the log is emptied.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableDatabase};
+
+use super::wal::{Wal, CHECKPOINT_BYTES};
+use super::{decode, meta_value, store_error, Row, BYTES, IDS, LAST_POSITION, META, UPDATES};
+use crate::log::memory::size_of;
+use crate::log::StoreError;
+use crate::update::Position;
+
+pub(super) struct WriteSide {
+    db: Arc<Database>,
+    wal: Wal,
+    /// The highest position appended, durable in the log or in redb.
+    last: Position,
+}
+
+impl WriteSide {
+    /// Opens the log at `wal_path`, appends to redb what it holds beyond redb's last durable
+    /// position, durably, and empties it.
+    pub(super) fn open(db: Arc<Database>, wal_path: &Path) -> Result<Self, StoreError> {
+        let opening = |e: std::io::Error| StoreError::Open(format!("{}: {e}", wal_path.display()));
+        let (wal, records) = Wal::open(wal_path).map_err(opening)?;
+        let last = {
+            let txn = db.begin_read().map_err(store_error)?;
+            let meta = txn.open_table(META).map_err(store_error)?;
+            meta_value(&meta, LAST_POSITION)?
+        };
+        let mut side = Self { db, wal, last };
+        let mut rows = Vec::new();
+        let mut next = last + 1;
+        'records: for record in records {
+            for (position, value) in (record.first..).zip(record.values) {
+                if position < next {
+                    continue; // made durable in redb before the log was emptied
+                }
+                if position > next {
+                    tracing::warn!(
+                        position,
+                        expected = next,
+                        "the write-ahead log skips positions; ignoring it from here"
+                    );
+                    break 'records;
+                }
+                let update = decode(position, &value)?;
+                rows.push(Row {
+                    position,
+                    size: size_of(&update),
+                    id: update.id,
+                    value,
+                });
+                next += 1;
+            }
+        }
+        if !rows.is_empty() {
+            side.insert(&rows, Durability::Immediate)?;
+            side.last = next - 1;
+            tracing::info!(
+                count = rows.len(),
+                last = side.last,
+                "recovered updates from the write-ahead log"
+            );
+        }
+        side.wal.clear().map_err(opening)?;
+        Ok(side)
+    }
+
+    /// Appends a batch: durable in the log, then visible in redb. On error none of it is
+    /// visible, and none of it comes back after a restart.
+    pub(super) fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+        let (Some(first), Some(newest)) = (rows.first(), rows.last()) else {
+            return Ok(());
+        };
+        if first.position <= self.last {
+            return Err(StoreError::Io(format!(
+                "refusing an out-of-order append: position {} after position {}",
+                first.position, self.last
+            )));
+        }
+        let before = self.wal.len();
+        self.wal
+            .append(first.position, rows.iter().map(|r| r.value.as_slice()))
+            .map_err(|e| StoreError::Io(format!("writing the write-ahead log: {e}")))?;
+        if let Err(e) = self.insert(rows, Durability::None) {
+            self.wal.cut_back(before);
+            return Err(e);
+        }
+        self.last = newest.position;
+        if self.wal.len() >= CHECKPOINT_BYTES {
+            self.checkpoint();
+        }
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable in redb, then empties the log. On failure the
+    /// log keeps it all and the next checkpoint tries again.
+    pub(super) fn checkpoint(&mut self) {
+        let committed = (|| -> Result<(), redb::Error> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        match committed {
+            Ok(()) => self.emptied_after_durable_commit(),
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint failed; the write-ahead log keeps the updates")
+            }
+        }
+    }
+
+    /// The database, for writes that make their own durable commit (trimming); call
+    /// [`WriteSide::emptied_after_durable_commit`] after one.
+    pub(super) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Empties the log: a durable redb commit has just written all of it.
+    pub(super) fn emptied_after_durable_commit(&mut self) {
+        if let Err(e) = self.wal.clear() {
+            // Harmless: what it holds is in redb, and reopening skips it.
+            tracing::warn!(error = %e, "cannot empty the write-ahead log");
+        }
+    }
+
+    /// Inserts the rows, their ids and the new totals in one transaction. Returning early drops
+    /// the transaction, which aborts it, so no part of a failed batch is seen.
+    fn insert(&mut self, rows: &[Row], durability: Durability) -> Result<(), StoreError> {
+        let Some(newest) = rows.last().map(|r| r.position) else {
+            return Ok(());
+        };
+        let mut txn = self.db.begin_write().map_err(store_error)?;
+        txn.set_durability(durability).map_err(store_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(store_error)?;
+            let mut updates = txn.open_table(UPDATES).map_err(store_error)?;
+            let mut ids = txn.open_table(IDS).map_err(store_error)?;
+            let mut added: u64 = 0;
+            for row in rows {
+                updates
+                    .insert(row.position, row.value.as_slice())
+                    .map_err(store_error)?;
+                // A duplicate id (which the hub should have rejected) points at the newer update.
+                ids.insert(row.id.as_str(), row.position)
+                    .map_err(store_error)?;
+                added = added.saturating_add(row.size);
+            }
+            let bytes = meta_value(&meta, BYTES)?.saturating_add(added);
+            meta.insert(BYTES, bytes).map_err(store_error)?;
+            meta.insert(LAST_POSITION, newest).map_err(store_error)?;
+        }
+        txn.commit().map_err(store_error)
+    }
+}

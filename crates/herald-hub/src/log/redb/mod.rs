@@ -1,0 +1,356 @@
+//! The default store: one embedded [redb](https://docs.rs/redb) file, so history survives
+//! restarts.
+//!
+//! Tables:
+//! - `updates`: position → the update, encoded as [`encoding`] describes;
+//! - `ids`: id → position, so [`Store::position_of`] is one index lookup;
+//! - `meta`: `last_position` (kept when trimming removes that update) and `bytes` (the
+//!   [`StoredUpdate::size`] total of the retained updates, for byte retention). Both are updated
+//!   in the same write transaction as the updates they describe.
+//!
+//! Appends are made durable in a write-ahead log (`log.wal` beside the file, see [`wal`]) and
+//! committed to redb without an fsync of their own; see [`durable`].
+//!
+//! redb is synchronous, so no runtime worker ever waits for it: writes (appends and trimming) run
+//! one after the other on the store's own commit thread (see [`commit`]), reads on tokio's
+//! blocking pool.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition,
+};
+
+mod commit;
+mod durable;
+mod encoding;
+mod wal;
+
+pub(super) use encoding::{decode, encode};
+
+use self::commit::CommitThread;
+use self::durable::WriteSide;
+use super::memory::{check_order, size_of, Expiry, TRIM_CHUNK};
+use super::{Retention, Store, StoreError};
+use crate::update::{Position, StoredUpdate};
+
+const UPDATES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("updates");
+const IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("ids");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const LAST_POSITION: &str = "last_position";
+const BYTES: &str = "bytes";
+
+/// redb's page cache limit. Its default (1 GiB) would let a long-running hub with the default
+/// 1 GiB retention grow to hold its whole history in memory; the hub keeps its own recent tail,
+/// so the cache mostly serves replays of older history and can stay small.
+const CACHE_BYTES: usize = 64 << 20;
+
+/// The log's history in a redb file.
+#[derive(Debug, Clone)]
+pub struct RedbStore {
+    // Shared with the blocking tasks and the commit thread; the file stays locked until the last
+    // clone is dropped.
+    db: Arc<Database>,
+    writer: Arc<CommitThread>,
+}
+
+/// One update of a batch, encoded on the caller's thread so the commit thread gets owned bytes.
+struct Row {
+    position: Position,
+    id: String,
+    size: u64,
+    value: Vec<u8>,
+}
+
+impl RedbStore {
+    /// Opens the store file at `path` (the hub passes `<data-dir>/log.redb`), creating it and its
+    /// directory when missing, with its write-ahead log beside it (`path` with the extension
+    /// `wal`). Fails with [`StoreError::Open`] when another process holds it.
+    ///
+    /// This blocks (it may recover the file after a crash and replay the log): call it at
+    /// startup, or from `spawn_blocking`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Open(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        // Create the tables up front so that read transactions never meet a missing table.
+        let opening = |e: redb::Error| StoreError::Open(format!("{}: {e}", path.display()));
+        let txn = db.begin_write().map_err(|e| opening(e.into()))?;
+        {
+            txn.open_table(UPDATES).map_err(|e| opening(e.into()))?;
+            txn.open_table(IDS).map_err(|e| opening(e.into()))?;
+            txn.open_table(META).map_err(|e| opening(e.into()))?;
+        }
+        txn.commit().map_err(|e| opening(e.into()))?;
+        let db = Arc::new(db);
+        let side = WriteSide::open(Arc::clone(&db), &path.with_extension("wal"))?;
+        let writer = CommitThread::start(side)
+            .map_err(|e| StoreError::Open(format!("cannot start the commit thread: {e}")))?;
+        Ok(Self {
+            db,
+            writer: Arc::new(writer),
+        })
+    }
+
+    /// Runs `op` on the blocking pool.
+    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || op(&db))
+            .await
+            .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn append(&self, batch: &[StoredUpdate]) -> Result<(), StoreError> {
+        // Checked here too (against the last position on the commit thread), so a bad batch
+        // costs no write.
+        check_order(batch, 0)?;
+        let rows: Vec<Row> = batch
+            .iter()
+            .map(|u| Row {
+                position: u.position,
+                id: u.id.clone(),
+                size: size_of(u),
+                value: encode(u),
+            })
+            .collect();
+        // The whole batch in one record of the write-ahead log and one redb transaction: the
+        // group commit.
+        self.writer.write(move |side| side.append(&rows)).await
+    }
+
+    async fn read_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<StoredUpdate>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(store_error)?;
+            let table = txn.open_table(UPDATES).map_err(store_error)?;
+            let range = table
+                .range::<u64>((Bound::Excluded(after), Bound::Unbounded))
+                .map_err(store_error)?;
+            // `limit` is the caller's page size, not a promise of that many rows.
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for entry in range.take(limit) {
+                let (key, value) = entry.map_err(store_error)?;
+                out.push(decode(key.value(), value.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn position_of(&self, id: &str) -> Result<Option<Position>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(store_error)?;
+            let ids = txn.open_table(IDS).map_err(store_error)?;
+            let Some(position) = ids
+                .get(id.as_str())
+                .map_err(store_error)?
+                .map(|g| g.value())
+            else {
+                return Ok(None);
+            };
+            // Trimming keeps `ids` in step, except past a damaged update whose id could not be
+            // read; a second index lookup makes sure only retained updates are answered.
+            let updates = txn.open_table(UPDATES).map_err(store_error)?;
+            let retained = updates.get(position).map_err(store_error)?.is_some();
+            Ok(retained.then_some(position))
+        })
+        .await
+    }
+
+    async fn last_position(&self) -> Result<Position, StoreError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(store_error)?;
+            let meta = txn.open_table(META).map_err(store_error)?;
+            meta_value(&meta, LAST_POSITION)
+        })
+        .await
+    }
+
+    async fn first_position(&self) -> Result<Option<Position>, StoreError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(store_error)?;
+            let updates = txn.open_table(UPDATES).map_err(store_error)?;
+            let first = updates.first().map_err(store_error)?;
+            Ok(first.map(|(key, _)| key.value()))
+        })
+        .await
+    }
+
+    async fn trim(&self, retention: &Retention, now_ms: u64) -> Result<u64, StoreError> {
+        let Some(expiry) = Expiry::new(retention, now_ms) else {
+            return Ok(0);
+        };
+        self.writer
+            .write(move |side| {
+                // A durable commit (redb's default): it also writes every append committed
+                // before it, so the write-ahead log can be emptied after it.
+                let txn = side.db().begin_write().map_err(store_error)?;
+                let removed = {
+                    let mut updates = txn.open_table(UPDATES).map_err(store_error)?;
+                    let mut ids = txn.open_table(IDS).map_err(store_error)?;
+                    let mut meta = txn.open_table(META).map_err(store_error)?;
+                    trim_oldest(&mut updates, &mut ids, &mut meta, &expiry)?
+                };
+                if removed == 0 {
+                    // Nothing changed: skip the commit and its fsync.
+                    txn.abort().map_err(store_error)?;
+                } else {
+                    txn.commit().map_err(store_error)?;
+                    side.emptied_after_durable_commit();
+                }
+                Ok(removed)
+            })
+            .await
+    }
+}
+
+/// Removes up to [`TRIM_CHUNK`] of the oldest updates that `expiry` condemns, with their ids,
+/// and updates the byte total.
+fn trim_oldest(
+    updates: &mut Table<'_, u64, &[u8]>,
+    ids: &mut Table<'_, &str, u64>,
+    meta: &mut Table<'_, &str, u64>,
+    expiry: &Expiry,
+) -> Result<u64, StoreError> {
+    let mut count = updates.len().map_err(store_error)?;
+    let mut bytes = meta_value(meta, BYTES)?;
+    let mut removed = 0;
+    while removed < TRIM_CHUNK {
+        let Some((position, encoded_len, decoded)) = updates
+            .first()
+            .map_err(store_error)?
+            .map(|(k, v)| (k.value(), v.value().len(), decode(k.value(), v.value())))
+        else {
+            break;
+        };
+        match decoded {
+            Ok(update) => {
+                if !expiry.expired(count, bytes, update.time_ms) {
+                    break;
+                }
+                bytes = bytes.saturating_sub(size_of(&update));
+                // Only drop the id if it still names this update: a later duplicate owns it.
+                let owner = ids.get(update.id.as_str()).map_err(store_error)?;
+                if owner.map(|g| g.value()) == Some(position) {
+                    ids.remove(update.id.as_str()).map_err(store_error)?;
+                }
+            }
+            Err(e) => {
+                // A damaged update can never be served again (and would fail every read that
+                // crosses it); being the oldest, it goes first. Its id is unreadable, so its
+                // `ids` entry stays, which `position_of` tolerates.
+                tracing::warn!(position, error = %e, "removing a damaged update while trimming");
+                bytes = bytes.saturating_sub(u64::try_from(encoded_len).unwrap_or(u64::MAX));
+            }
+        }
+        updates.remove(position).map_err(store_error)?;
+        count = count.saturating_sub(1);
+        removed += 1;
+    }
+    if removed > 0 {
+        meta.insert(BYTES, bytes).map_err(store_error)?;
+    }
+    Ok(removed)
+}
+
+/// A `meta` value, 0 when absent.
+fn meta_value(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
+    Ok(meta.get(key).map_err(store_error)?.map_or(0, |g| g.value()))
+}
+
+/// Any redb error after opening; redb's own corruption reports stay corruption.
+fn store_error(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(message) => StoreError::Corrupt(message),
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> StoreError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::Open(format!(
+                "{} is locked by another process: another herald may be using this data directory",
+                path.display()
+            ))
+        }
+        other => StoreError::Open(format!("{}: {other}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::encoding::FORMAT_V1;
+    use super::*;
+
+    fn sample(position: Position) -> StoredUpdate {
+        StoredUpdate {
+            position,
+            id: "urn:uuid:0190b7a4-5c2e-7d41-8f3a-9b1c2d3e4f50".into(),
+            topics: vec!["https://example.com/books/1".into(), "books".into()],
+            private: true,
+            event_type: Some("changed".into()),
+            retry: Some(3_000),
+            data: "{\"title\":\"Ünïcødé ✓\"}".into(),
+            time_ms: 1_720_000_000_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_value_is_reported_then_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("log.redb")).unwrap();
+        store.append(&[sample(1)]).await.unwrap();
+        let mut second = sample(2);
+        second.id = "second".into();
+        store.append(&[second.clone()]).await.unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(UPDATES)
+                .unwrap()
+                .insert(1, [FORMAT_V1, 0x00, 0x80].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = store.read_after(0, 10).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        assert_eq!(store.read_after(1, 10).await.unwrap(), vec![second.clone()]);
+        // Trimming drops the damaged oldest update, though no limit is reached.
+        let keep_all = Retention {
+            max_updates: Some(100),
+            max_age: None,
+            max_bytes: None,
+        };
+        assert_eq!(store.trim(&keep_all, 0).await.unwrap(), 1);
+        assert_eq!(store.read_after(0, 10).await.unwrap(), vec![second]);
+        // Its id could not be read, so its `ids` entry stayed; it must not be answered.
+        assert_eq!(store.position_of(&sample(1).id).await.unwrap(), None);
+        assert_eq!(store.position_of("second").await.unwrap(), Some(2));
+    }
+}
