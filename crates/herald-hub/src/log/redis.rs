@@ -120,8 +120,8 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Prepares a store on the Redis server at `url` (`redis://host:port/db`, or `rediss://` when
-    /// this build has TLS for Redis) under the key prefix `prefix`. Connections are made on first
+    /// Prepares a store on the Redis server at `url` (`redis://host:port/db`; `rediss://` needs the `redis`
+    /// crate's TLS features, which this crate does not enable) under the key prefix `prefix`. Connections are made on first
     /// use, so this fails only on an invalid URL ([`StoreError::Open`]); an unreachable server
     /// shows up as [`StoreError::Io`] on the first call (for the hub: when it opens).
     pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {

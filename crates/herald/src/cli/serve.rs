@@ -44,7 +44,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_DATA_DIR", default_value = "./herald-data")]
     data_dir: PathBuf,
     /// `redb` (durable, in the data directory), `memory` (nothing survives a restart), or a
-    /// `redis://host:port/db` URL (`rediss://` for TLS): several nodes on one Redis share one log.
+    /// `redis://host:port/db` URL: several nodes on one Redis share one log (`rediss://`, Redis
+    /// over TLS, is not supported by this build).
     #[arg(long, env = "HERALD_STORE", default_value = "redb", value_parser = StoreKind::parse)]
     store: StoreKind,
     /// Prefix of the Redis keys (`PREFIX:log`, `PREFIX:seq`, …); nodes with the same Redis and
@@ -170,7 +171,7 @@ fn init_logs(format: LogFormat, directives: &str) -> Result<(), String> {
 enum StoreKind {
     Redb,
     Memory,
-    /// A `redis://` or `rediss://` URL.
+    /// A `redis://` URL.
     Redis(String),
 }
 
@@ -179,9 +180,12 @@ impl StoreKind {
         match value {
             "redb" => Ok(Self::Redb),
             "memory" => Ok(Self::Memory),
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Ok(Self::Redis(url.to_owned()))
-            }
+            url if url.starts_with("redis://") => Ok(Self::Redis(url.to_owned())),
+            url if url.starts_with("rediss://") => Err(
+                "rediss:// (Redis over TLS) is not supported by this build: use redis:// \
+                 on a private network, or a TLS tunnel such as stunnel to Redis"
+                    .to_owned(),
+            ),
             other => Err(format!(
                 "{other:?} is not a store: use redb, memory or a redis://host:port/db URL"
             )),
@@ -426,5 +430,23 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_kinds() {
+        assert!(matches!(StoreKind::parse("redb"), Ok(StoreKind::Redb)));
+        assert!(matches!(StoreKind::parse("memory"), Ok(StoreKind::Memory)));
+        assert!(matches!(
+            StoreKind::parse("redis://127.0.0.1:6379/0"),
+            Ok(StoreKind::Redis(url)) if url == "redis://127.0.0.1:6379/0"
+        ));
+        let tls = StoreKind::parse("rediss://example.com:6380/0").unwrap_err();
+        assert!(tls.contains("not supported"), "{tls}");
+        assert!(StoreKind::parse("postgres://x").is_err());
     }
 }
