@@ -159,12 +159,13 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
 
-    fn sample(position: Position) -> StoredUpdate {
+    /// An update using every field, with non-ASCII data (also used by the store's tests).
+    pub(in super::super) fn sample(position: Position) -> StoredUpdate {
         StoredUpdate {
             position,
             id: "urn:uuid:0190b7a4-5c2e-7d41-8f3a-9b1c2d3e4f50".into(),

@@ -306,21 +306,9 @@ fn open_error(path: &Path, e: DatabaseError) -> StoreError {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use super::encoding::tests::sample;
     use super::encoding::FORMAT_V1;
     use super::*;
-
-    fn sample(position: Position) -> StoredUpdate {
-        StoredUpdate {
-            position,
-            id: "urn:uuid:0190b7a4-5c2e-7d41-8f3a-9b1c2d3e4f50".into(),
-            topics: vec!["https://example.com/books/1".into(), "books".into()],
-            private: true,
-            event_type: Some("changed".into()),
-            retry: Some(3_000),
-            data: "{\"title\":\"Ünïcødé ✓\"}".into(),
-            time_ms: 1_720_000_000_000,
-        }
-    }
 
     #[tokio::test]
     async fn a_damaged_value_is_reported_then_trimmed() {

@@ -12,6 +12,7 @@
 //! the subscribers' sockets round-robin over source addresses 127.0.0.1 … 127.0.0.A, so that no
 //! source address holds more than 10,000 connections.
 
+use super::finish;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -128,30 +129,11 @@ fn percentage(value: &str) -> Result<f64, String> {
 /// Runs the benchmark and prints its report. Exit code 1 when it could not run, when a
 /// subscriber could not connect, or when an update went missing or arrived twice.
 pub async fn run(args: FanoutArgs) -> ExitCode {
-    match bench(&args).await {
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(json) => println!("{json}"),
-                    Err(e) => {
-                        eprintln!("herald: cannot write the report: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", report.table());
-            }
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(message) => {
-            eprintln!("herald: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    let outcome = bench(&args).await;
+    finish(
+        outcome.as_ref().map(|r| (r, r.table(), r.passed())),
+        args.json,
+    )
 }
 
 /// `ceil(a / b)`.

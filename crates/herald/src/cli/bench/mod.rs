@@ -61,6 +61,34 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
+/// Prints a scenario's outcome (its report as a table or as JSON, or the reason it could not run)
+/// and gives the exit code: success only when the run completed and `passed`.
+fn finish<R: Serialize>(outcome: Result<(&R, String, bool), &String>, json: bool) -> ExitCode {
+    let (report, table, passed) = match outcome {
+        Ok(done) => done,
+        Err(message) => {
+            eprintln!("herald: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("herald: cannot write the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{table}");
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// The HTTP client every benchmark connection uses: HTTP/1.1 keep-alive, `TCP_NODELAY`,
 /// `http` or `https` (webpki roots).
 type BenchClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;

@@ -7,6 +7,8 @@
 //! printed once. A refused connection ends the run with one line and exit code 1.
 
 use std::collections::BTreeMap;
+
+use super::finish;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,30 +66,11 @@ pub struct PublishArgs {
 /// Runs the benchmark and prints its report. Exit code 1 when it could not run or when any
 /// publish failed.
 pub async fn run(args: PublishArgs) -> ExitCode {
-    match bench(&args).await {
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(json) => println!("{json}"),
-                    Err(e) => {
-                        eprintln!("herald: cannot write the report: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", report.table());
-            }
-            if report.failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(message) => {
-            eprintln!("herald: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    let outcome = bench(&args).await;
+    finish(
+        outcome.as_ref().map(|r| (r, r.table(), r.failed == 0)),
+        args.json,
+    )
 }
 
 /// What one publisher needs; shared by all of them.
