@@ -27,6 +27,7 @@ mod http1;
 mod open_loop;
 mod protocol;
 mod publish;
+mod scan;
 mod subscriber;
 mod tally;
 mod worker;

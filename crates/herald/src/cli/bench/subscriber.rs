@@ -3,7 +3,7 @@
 //! All subscribers of a worker share one read buffer: a subscriber waits for its socket to be
 //! readable, then reads and handles the bytes without yielding, so nobody else needs the buffer
 //! meanwhile. Body bytes go through the chunked decoder (when the response is chunked) straight
-//! into the subscriber's `herald_sse::Decoder`; each event's sequence number and send time are
+//! into the subscriber's [`EventScanner`]; each event's sequence number and send time are
 //! scanned from its data, and the delivery is counted in the subscriber's [`Tally`].
 
 use std::cell::{Cell, RefCell};
@@ -13,12 +13,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use herald_sse::{Decoded, Decoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use super::http1::{parse_head, seq_and_sent, Framing, Target};
+use super::scan::EventScanner;
 use super::tally::{Arrival, Tally};
 use super::unix_micros;
 
@@ -253,7 +253,7 @@ pub(super) async fn run(shared: Rc<Shared>, spec: Spec) {
             )
         }
     };
-    let mut decoder = Decoder::default();
+    let mut decoder = EventScanner::default();
     loop {
         match pump(&shared, j, &mut connection, &mut decoder).await {
             End::Stalled => return stall(&shared, connection).await,
@@ -267,8 +267,8 @@ pub(super) async fn run(shared: Rc<Shared>, spec: Spec) {
                 connection = loop {
                     let delay = rand::random_range(0..=RECONNECT_DELAY_MS);
                     tokio::time::sleep(Duration::from_millis(delay)).await;
-                    let last_id = Some(decoder.last_event_id());
-                    let reopened = open(&spec, last_id, &mut attempt);
+                    let last_id = decoder.last_event_id();
+                    let reopened = open(&spec, Some(&last_id), &mut attempt);
                     match tokio::time::timeout(CONNECT_TIMEOUT, reopened).await {
                         Ok(Ok(c)) => break c,
                         Ok(Err(e)) => shared.note_disconnect(e),
@@ -366,7 +366,7 @@ async fn pump(
     shared: &Shared,
     j: usize,
     connection: &mut Connection,
-    decoder: &mut Decoder,
+    decoder: &mut EventScanner,
 ) -> End {
     let leftover = std::mem::take(&mut connection.leftover);
     if !leftover.is_empty() {
@@ -435,7 +435,7 @@ fn handle(
     shared: &Shared,
     j: usize,
     framing: &mut Framing,
-    decoder: &mut Decoder,
+    decoder: &mut EventScanner,
     bytes: &[u8],
     now_us: u64,
 ) -> Step {
@@ -531,14 +531,11 @@ struct Events<'a> {
 }
 
 impl Events<'_> {
-    fn on(&mut self, decoded: Decoded) {
-        let Decoded::Event(event) = decoded else {
-            return;
-        };
+    fn on(&mut self, data: &[u8]) {
         if self.stalled {
             return;
         }
-        let Some((seq, sent_us)) = seq_and_sent(event.data.as_bytes()) else {
+        let Some((seq, sent_us)) = seq_and_sent(data) else {
             self.unexpected += 1;
             return;
         };
