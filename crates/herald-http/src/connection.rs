@@ -10,7 +10,10 @@
 //! - every frame that is ready is gathered and written with one `writev` (one chunk of the
 //!   `chunked` body), however many arrived since the last write;
 //! - heartbeats come from one hub-wide ticker instead of a timer per stream;
-//! - the socket is watched for the client leaving, so a closed subscriber is dropped at once.
+//! - the socket is watched for the client leaving, so a closed subscriber is dropped at once;
+//! - streams run on their own threads (a second runtime): under load, the hub's request
+//!   threads stay free for publishes, which would otherwise wait behind a round of stream
+//!   writes before their update even reaches the channel.
 //!
 //! Any other request (and every HTTP/2 or TLS connection) goes to hyper unchanged, with the bytes
 //! already read given back to it first.
@@ -65,6 +68,7 @@ pub(crate) async fn first_request(
     app: &Router,
     deadline: Instant,
     streams: &TaskTracker,
+    runtime: Option<&tokio::runtime::Handle>,
 ) -> FirstRequest<TcpStream> {
     let mut buf = BytesMut::with_capacity(1024);
     let head = loop {
@@ -110,11 +114,37 @@ pub(crate) async fn first_request(
     match takeover.take() {
         Some(offered) if response.status().is_success() => {
             let head = response_head(&response, true);
-            streams.spawn(run_stream(socket, head, offered));
+            match runtime {
+                Some(runtime) => spawn_on(runtime, streams, socket, head, offered),
+                None => drop(streams.spawn(run_stream(socket, head, offered))),
+            }
         }
         _ => write_response(socket, response).await,
     }
     FirstRequest::Done
+}
+
+/// Runs a stream on `runtime`: its socket leaves this runtime's reactor for that one's.
+fn spawn_on(
+    runtime: &tokio::runtime::Handle,
+    streams: &TaskTracker,
+    socket: TcpStream,
+    head: BytesMut,
+    offered: Offered,
+) {
+    let socket = match socket.into_std() {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::warn!(%error, "cannot hand a stream's socket over; closing it");
+            return;
+        }
+    };
+    runtime.spawn(streams.track_future(async move {
+        match TcpStream::from_std(socket) {
+            Ok(socket) => run_stream(socket, head, offered).await,
+            Err(error) => tracing::warn!(%error, "cannot register a stream's socket; closing it"),
+        }
+    }));
 }
 
 enum Parsed {

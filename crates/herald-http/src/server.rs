@@ -83,6 +83,10 @@ pub struct ServerConfig {
     /// After shutdown starts, how long open connections get to finish before they are dropped.
     /// Default 10 s.
     pub shutdown_grace: Duration,
+    /// Threads that write the event streams the server takes over from HTTP/1.1 connections
+    /// (see the `connection` module). They run apart from the threads that serve requests, so
+    /// that a publish is not queued behind thousands of stream writes. Default 0: one per CPU.
+    pub stream_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             backlog: 4096,
             shutdown_grace: Duration::from_secs(10),
+            stream_threads: 0,
         }
     }
 }
@@ -152,6 +157,7 @@ pub struct Server {
     local_addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     config: ServerConfig,
+    stream_runtime: StreamRuntime,
 }
 
 impl fmt::Debug for Server {
@@ -194,11 +200,13 @@ impl Server {
         socket.listen(backlog).map_err(bind_error)?;
         let listener = TcpListener::from_std(socket.into())?;
         let local_addr = listener.local_addr()?;
+        let stream_runtime = StreamRuntime::start(config.stream_threads)?;
         Ok(Server {
             listener,
             local_addr,
             tls,
             config,
+            stream_runtime,
         })
     }
 
@@ -232,6 +240,7 @@ impl Server {
             local_addr,
             tls,
             config,
+            stream_runtime,
         } = self;
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
@@ -242,6 +251,7 @@ impl Server {
             builder: http_builder(&config),
             app,
             streams: streams.clone(),
+            stream_runtime: stream_runtime.handle(),
             header_read_timeout: config.header_read_timeout,
         });
         let mut shutdown = std::pin::pin!(shutdown);
@@ -318,7 +328,41 @@ impl Server {
             );
             connections.shutdown().await;
         }
+        // Streams still open now are cut when the stream runtime goes.
+        drop(stream_runtime);
         Ok(())
+    }
+}
+
+/// The runtime whose threads write the taken-over event streams. Dropping it (in any context,
+/// also inside another runtime) ends the streams still running on it.
+struct StreamRuntime(Option<tokio::runtime::Runtime>);
+
+impl StreamRuntime {
+    fn start(threads: usize) -> io::Result<Self> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        } else {
+            threads
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("herald-streams")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle().clone())
+    }
+}
+
+impl Drop for StreamRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -356,6 +400,8 @@ struct ConnectionContext {
     app: Router,
     /// Event streams written by the server itself (see [`connection`]).
     streams: TaskTracker,
+    /// Where those streams run (`None`: on the current runtime).
+    stream_runtime: Option<tokio::runtime::Handle>,
     header_read_timeout: Duration,
 }
 
@@ -372,7 +418,16 @@ async fn handle_connection(
     let (builder, app) = (&context.builder, context.app.clone());
     match &context.tls {
         None => {
-            match connection::first_request(stream, peer, &app, deadline, &context.streams).await {
+            match connection::first_request(
+                stream,
+                peer,
+                &app,
+                deadline,
+                &context.streams,
+                context.stream_runtime.as_ref(),
+            )
+            .await
+            {
                 FirstRequest::Done => {}
                 FirstRequest::Hyper(io) => {
                     serve_connection(io, peer, builder, app, watcher, deadline).await
