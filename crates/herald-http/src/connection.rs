@@ -19,6 +19,7 @@
 //! already read given back to it first.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -256,15 +257,16 @@ async fn write_response(socket: TcpStream, response: Response<Body>) {
 
 /// Serves one event stream until it ends (hub shutdown, slow-consumer cut-off, write timeout,
 /// token expiry) or the client leaves.
+///
+/// One hand-written poll loop instead of a `select!`: a stream is woken thousands of times a
+/// second under load, and each wake-up should cost one look at the channel and one `writev`,
+/// not the building and dropping of four futures.
 async fn run_stream(socket: TcpStream, mut head: BytesMut, offered: Offered) {
-    let Offered {
-        mut stream,
-        mut ticks,
-    } = offered;
+    let Offered { mut stream, ticks } = offered;
     head.extend_from_slice(b"\r\n2\r\n:\n\r\n");
     stream.log.wrote_bytes(2);
+    // What the socket has not taken yet; empty (and unallocated) most of the time.
     let mut out = VecDeque::from([head.freeze()]);
-    let mut frames: Vec<Bytes> = Vec::new();
     // Whether something was written since the last tick; a tick finding nothing written sends a
     // heartbeat, and from the second such tick on, buffers are given back.
     let mut wrote = true;
@@ -275,35 +277,41 @@ async fn run_stream(socket: TcpStream, mut head: BytesMut, offered: Offered) {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
     );
     tokio::pin!(deadline);
-    let ended_cleanly = loop {
-        if !out.is_empty() {
-            tokio::select! {
-                written = write_all(&socket, &mut out) => if written.is_err() { break false },
-                () = &mut deadline => break false,
-            }
-            wrote = true;
-        }
-        tokio::select! {
-            more = std::future::poll_fn(|cx| stream.subscription.poll_drain(cx, &mut frames)) => {
-                if !more {
-                    break true;
+    let mut tick = Box::pin(next_tick(ticks));
+    let ended_cleanly = std::future::poll_fn(|cx| {
+        for _ in 0..BATCHES_PER_POLL {
+            // What the socket did not take comes first; no new frames meanwhile.
+            if !out.is_empty() {
+                match poll_write_out(&socket, cx, &mut out) {
+                    Poll::Ready(Ok(())) => wrote = true,
+                    Poll::Ready(Err(_)) => return Poll::Ready(false),
+                    Poll::Pending => {
+                        return match deadline.as_mut().poll(cx) {
+                            Poll::Ready(()) => Poll::Ready(false),
+                            Poll::Pending => Poll::Pending,
+                        }
+                    }
                 }
-                let len: usize = frames.iter().map(Bytes::len).sum();
-                stream.log.wrote_bytes(len);
-                out.push_back(Bytes::from(format!("{len:x}\r\n")));
-                out.extend(frames.drain(..));
-                out.push_back(Bytes::from_static(b"\r\n"));
-                quiet_ticks = 0;
             }
-            changed = ticks.changed() => {
+            match poll_write_frames(&socket, cx, &mut stream, &mut out) {
+                Poll::Ready(Ok(true)) => {
+                    wrote = true;
+                    quiet_ticks = 0;
+                    continue;
+                }
+                Poll::Ready(Ok(false)) => return Poll::Ready(true),
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Pending => {}
+            }
+            if let Poll::Ready((changed, ticks)) = tick.as_mut().poll(cx) {
+                tick.set(next_tick(ticks));
                 if changed.is_err() {
                     // No ticker any more (the router is gone): nothing else to do than end.
-                    break true;
+                    return Poll::Ready(true);
                 }
                 if !wrote {
                     quiet_ticks += 1;
                     if quiet_ticks >= 2 {
-                        frames = Vec::new();
                         out = VecDeque::new();
                         stream.subscription.release_idle_buffers();
                     }
@@ -316,28 +324,241 @@ async fn run_stream(socket: TcpStream, mut head: BytesMut, offered: Offered) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             out.push_back(Bytes::from_static(HEARTBEAT));
                         }
-                        Err(_) => break false,
+                        Err(_) => return Poll::Ready(false),
                     }
                     // The heartbeat counts as a write: the next one is a whole interval away.
                     wrote = true;
                 } else {
                     wrote = false;
                 }
+                continue;
             }
-            () = &mut deadline => break true,
-            readable = socket.readable() => {
-                if readable.is_err() || client_left(&socket) {
-                    break false;
-                }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
             }
+            return match socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) if !client_left(&socket) => continue,
+                Poll::Ready(_) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            };
         }
-    };
+        // Frames keep coming: let the other streams of this thread have their turn.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
     if ended_cleanly {
         out.push_back(Bytes::from_static(b"0\r\n\r\n"));
         let _ = tokio::time::timeout(CLOSE_GRACE, write_all(&socket, &mut out)).await;
     }
     drop(stream);
     close(socket).await;
+}
+
+/// Batches one stream writes before it lets the other streams of its thread run.
+const BATCHES_PER_POLL: usize = 8;
+/// Frames up to this size are copied into the thread's batch buffer; larger ones are written
+/// from their shared buffer.
+const COPY_AT_MOST: usize = 1024;
+/// Room in front of a batch for its chunk-size line (up to 16 hex digits and CRLF).
+const SIZE_ROOM: usize = 18;
+/// A batch buffer grown larger than this is shrunk after use.
+const KEEP_BATCH_BUFFER: usize = 256 * 1024;
+
+/// Waits for the next heartbeat tick, owning the receiver (so the wait survives across polls
+/// without a borrow, and is allocated once per tick, not once per wake-up).
+async fn next_tick(
+    mut ticks: tokio::sync::watch::Receiver<()>,
+) -> (
+    Result<(), tokio::sync::watch::error::RecvError>,
+    tokio::sync::watch::Receiver<()>,
+) {
+    let changed = ticks.changed().await;
+    (changed, ticks)
+}
+
+/// One chunk of the stream's body in the making, shared by the streams of a thread (a stream
+/// fills it, writes it and is done with it within one poll).
+#[derive(Default)]
+struct Batch {
+    /// `SIZE_ROOM` bytes for the chunk-size line, then the small frames, then the chunk's CRLF.
+    bytes: Vec<u8>,
+    /// Large frames, each with the offset in `bytes` it goes before.
+    shared: Vec<(usize, Bytes)>,
+}
+
+thread_local! {
+    static BATCH: std::cell::RefCell<Batch> = std::cell::RefCell::default();
+}
+
+/// A piece of a batch, in body order.
+enum Piece<'a> {
+    Copied(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+impl<'a> Piece<'a> {
+    fn as_slice(&self) -> &'a [u8] {
+        match *self {
+            Piece::Copied(b) => b,
+            Piece::Shared(b) => b.as_ref(),
+        }
+    }
+}
+
+impl Batch {
+    /// The pieces of the chunk, from `start` in `bytes`, skipping empty ones.
+    fn pieces(&self, start: usize) -> impl Iterator<Item = Piece<'_>> {
+        let mut from = start;
+        let mut shared = self.shared.iter();
+        let mut next_shared: Option<&Bytes> = None;
+        std::iter::from_fn(move || loop {
+            if let Some(frame) = next_shared.take() {
+                return Some(Piece::Shared(frame));
+            }
+            let to = match shared.next() {
+                Some((at, frame)) => {
+                    next_shared = Some(frame);
+                    *at
+                }
+                None if from < self.bytes.len() => self.bytes.len(),
+                None => return None,
+            };
+            let copied = self.bytes.get(from..to).unwrap_or_default();
+            from = to;
+            if !copied.is_empty() {
+                return Some(Piece::Copied(copied));
+            }
+        })
+    }
+}
+
+/// Takes every frame that is ready and writes them as one chunk with one `writev`; what the
+/// socket does not take goes to `out`. `Ready(Ok(true))`: frames were taken; `Ready(Ok(false))`:
+/// the subscription is over; `Pending`: nothing is ready (the task is woken when something is).
+fn poll_write_frames(
+    socket: &TcpStream,
+    cx: &mut Context<'_>,
+    stream: &mut crate::subscribe::Stream,
+    out: &mut VecDeque<Bytes>,
+) -> Poll<io::Result<bool>> {
+    BATCH.with(|batch| {
+        let mut batch = batch.borrow_mut();
+        let batch = &mut *batch;
+        batch.bytes.clear();
+        batch.shared.clear();
+        batch.bytes.resize(SIZE_ROOM, 0);
+        let mut len = 0usize;
+        let drained = stream.subscription.poll_drain_each(cx, |frame| {
+            len += frame.len();
+            if frame.len() <= COPY_AT_MOST {
+                batch.bytes.extend_from_slice(frame);
+            } else {
+                batch.shared.push((batch.bytes.len(), frame.clone()));
+            }
+        });
+        let result = match drained {
+            Poll::Ready(true) if len == 0 => Poll::Ready(Ok(true)),
+            Poll::Ready(true) => {
+                stream.log.wrote_bytes(len);
+                let size = format!("{len:x}\r\n");
+                let start = SIZE_ROOM - size.len();
+                batch.bytes[start..SIZE_ROOM].copy_from_slice(size.as_bytes());
+                batch.bytes.extend_from_slice(b"\r\n");
+                Poll::Ready(write_batch(socket, batch, start, out).map(|()| true))
+            }
+            Poll::Ready(false) => Poll::Ready(Ok(false)),
+            Poll::Pending => Poll::Pending,
+        };
+        if batch.bytes.capacity() > KEEP_BATCH_BUFFER {
+            batch.bytes = Vec::new();
+            batch.shared = Vec::new();
+        }
+        batch.shared.clear();
+        result
+    })
+}
+
+/// Writes the batch (from `start` in its bytes) with one `writev`; what the socket does not take
+/// now is queued in `out` (small pieces copied, large ones shared).
+fn write_batch(
+    socket: &TcpStream,
+    batch: &Batch,
+    start: usize,
+    out: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut n = 0;
+    for (slot, piece) in slices.iter_mut().zip(batch.pieces(start)) {
+        *slot = IoSlice::new(piece.as_slice());
+        n += 1;
+    }
+    let mut written = match socket.try_write_vectored(&slices[..n]) {
+        Ok(written) => written,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            0
+        }
+        Err(e) => return Err(e),
+    };
+    for piece in batch.pieces(start) {
+        let len = piece.as_slice().len();
+        if written >= len {
+            written -= len;
+            continue;
+        }
+        out.push_back(match piece {
+            Piece::Copied(b) => Bytes::copy_from_slice(&b[written..]),
+            Piece::Shared(b) => b.slice(written..),
+        });
+        written = 0;
+    }
+    Ok(())
+}
+
+/// Writes what is queued in `out` as far as the socket takes it; `Pending` when it is full.
+fn poll_write_out(
+    socket: &TcpStream,
+    cx: &mut Context<'_>,
+    out: &mut VecDeque<Bytes>,
+) -> Poll<io::Result<()>> {
+    while !out.is_empty() {
+        if let Err(e) = std::task::ready!(socket.poll_write_ready(cx)) {
+            return Poll::Ready(Err(e));
+        }
+        let result = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (slot, buf) in slices.iter_mut().zip(out.iter()) {
+                *slot = IoSlice::new(buf);
+                n += 1;
+            }
+            socket.try_write_vectored(&slices[..n])
+        };
+        match result {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(mut written) => {
+                while written > 0 {
+                    let Some(front) = out.front_mut() else { break };
+                    if front.len() <= written {
+                        written -= front.len();
+                        out.pop_front();
+                    } else {
+                        front.advance(written);
+                        written = 0;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// Reads and discards what the client sent; true when it closed the connection or it failed.
@@ -365,37 +586,7 @@ async fn close(socket: TcpStream) {
 /// Writes every buffer of `out`, in order, with as few `writev` calls as the socket allows.
 /// Buffers are removed as they are written, so a call cancelled half-way can be resumed.
 async fn write_all(socket: &TcpStream, out: &mut VecDeque<Bytes>) -> io::Result<()> {
-    while !out.is_empty() {
-        socket.writable().await?;
-        let result = {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut n = 0;
-            for (slot, buf) in slices.iter_mut().zip(out.iter()) {
-                *slot = IoSlice::new(buf);
-                n += 1;
-            }
-            socket.try_write_vectored(&slices[..n])
-        };
-        match result {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(mut written) => {
-                while written > 0 {
-                    let Some(front) = out.front_mut() else { break };
-                    if front.len() <= written {
-                        written -= front.len();
-                        out.pop_front();
-                    } else {
-                        front.advance(written);
-                        written = 0;
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    std::future::poll_fn(|cx| poll_write_out(socket, cx, out)).await
 }
 
 /// An I/O object that first yields bytes already read from it, then reads from it as usual.
@@ -497,6 +688,27 @@ mod tests {
             candidate(b"GET /.well-known/mercure HTTP/1.1\r\nHost:"),
             Parsed::Partial
         ));
+    }
+
+    #[test]
+    fn a_batch_is_its_copied_and_shared_pieces_in_order() {
+        let batch = Batch {
+            bytes: b"..5\r\nab12\r\n".to_vec(),
+            shared: vec![
+                (5, Bytes::from_static(b"X")),
+                (9, Bytes::from_static(b"Y")),
+                (9, Bytes::from_static(b"Z")),
+                (11, Bytes::from_static(b"W")),
+            ],
+        };
+        let all: Vec<u8> = batch
+            .pieces(2)
+            .flat_map(|p| p.as_slice().to_vec())
+            .collect();
+        assert_eq!(all, b"5\r\nXab12YZ\r\nW");
+        assert!(batch.pieces(2).all(|p| !p.as_slice().is_empty()));
+        let empty = Batch::default();
+        assert_eq!(empty.pieces(0).count(), 0);
     }
 
     #[tokio::test]

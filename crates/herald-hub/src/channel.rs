@@ -13,15 +13,11 @@
 //! queue is full: its stream ends and its client resumes from the log.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::futures::OwnedNotified;
-use tokio::sync::Notify;
 
 use crate::fanout::Filter;
 use crate::update::{LogEntry, Position};
@@ -37,6 +33,10 @@ struct Window {
     readers: usize,
     /// The hub shut down: readers end after what is left.
     closed: bool,
+    /// Readers waiting for the next append (a reader that left has a no-op waker in its slot).
+    waiters: Vec<Waker>,
+    /// How many times the waiters were woken: a reader registered in this round has a slot.
+    round: u64,
 }
 
 impl Window {
@@ -49,7 +49,6 @@ impl Window {
 pub(crate) struct Channel {
     capacity: usize,
     window: Mutex<Window>,
-    notify: Arc<Notify>,
 }
 
 impl Channel {
@@ -61,8 +60,9 @@ impl Channel {
                 first_seq: 0,
                 readers: 0,
                 closed: false,
+                waiters: Vec::new(),
+                round: 0,
             }),
-            notify: Arc::new(Notify::new()),
         })
     }
 
@@ -82,7 +82,7 @@ impl Channel {
             next_seq: window.end_seq(),
             after,
             filter,
-            notified: None,
+            slot: None,
         }
     }
 
@@ -94,7 +94,7 @@ impl Channel {
 
     /// Appends an entry and wakes the readers that wait. Returns how many readers there are.
     pub(crate) fn append(&self, entry: &Arc<LogEntry>) -> usize {
-        let readers = {
+        let (readers, waiters) = {
             let mut window = self.lock();
             window.entries.push_back(entry.clone());
             let now = Instant::now();
@@ -107,17 +107,29 @@ impl Channel {
                 window.entries.pop_front();
                 window.first_seq += 1;
             }
-            window.readers
+            (window.readers, take_waiters(&mut window))
         };
-        self.notify.notify_waiters();
+        // Outside the lock: woken readers can start draining at once.
+        waiters.into_iter().for_each(Waker::wake);
         readers
     }
 
     /// Ends every reader after what it has not read yet (hub shutdown).
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.notify.notify_waiters();
+        let waiters = {
+            let mut window = self.lock();
+            window.closed = true;
+            take_waiters(&mut window)
+        };
+        waiters.into_iter().for_each(Waker::wake);
     }
+}
+
+/// The waiters to wake now; readers register again in the next round.
+fn take_waiters(window: &mut Window) -> Vec<Waker> {
+    window.round += 1;
+    let next = Vec::with_capacity(window.waiters.len().min(window.readers));
+    std::mem::replace(&mut window.waiters, next)
 }
 
 /// Why a cursor's stream is over.
@@ -136,62 +148,73 @@ pub(crate) struct Cursor {
     /// Entries at or before this position were replayed or are skipped.
     after: Position,
     filter: Arc<Filter>,
-    /// Registered interest in the next append, made before looking at the window so that no
-    /// append can slip between the look and the wait.
-    notified: Option<Pin<Box<OwnedNotified>>>,
+    /// The round and index of this reader's slot in the waiters, when it has one.
+    slot: Option<(u64, usize)>,
 }
 
 impl Cursor {
     /// Hands every entry appended since the last call to `each` (private ones only if the filter
     /// allows them). `Ready(Ok(true))` when something was handed, `Ready(Err(_))` when the stream
     /// is over, `Pending` when there was nothing (the task is woken on the next append).
+    ///
+    /// The look at the window and the registration for the next append happen under one lock,
+    /// so no append can slip between them.
     pub(crate) fn poll_drain(
         &mut self,
         cx: &mut Context<'_>,
-        mut each: impl FnMut(Bytes, Instant),
+        mut each: impl FnMut(&Bytes, Instant),
     ) -> Poll<Result<bool, End>> {
-        loop {
-            let notified = self.notified.get_or_insert_with(|| {
-                let mut n = Box::pin(self.channel.notify.clone().notified_owned());
-                n.as_mut().enable();
-                n
-            });
-            let mut handed = false;
+        let mut window = self.channel.lock();
+        if self.next_seq < window.first_seq {
+            return Poll::Ready(Err(End::CutOff));
+        }
+        let start = usize::try_from(self.next_seq - window.first_seq).unwrap_or(usize::MAX);
+        let mut handed = false;
+        for entry in window.entries.range(start.min(window.entries.len())..) {
+            let update = &entry.update;
+            if update.position <= self.after
+                || (update.private && !self.filter.accepts_update(update))
             {
-                let mut window = self.channel.lock();
-                if self.next_seq < window.first_seq {
-                    return Poll::Ready(Err(End::CutOff));
-                }
-                let start = usize::try_from(self.next_seq - window.first_seq).unwrap_or(usize::MAX);
-                for entry in window.entries.range(start.min(window.entries.len())..) {
-                    let update = &entry.update;
-                    if update.position <= self.after
-                        || (update.private && !self.filter.accepts_update(update))
-                    {
-                        continue;
+                continue;
+            }
+            each(&entry.frame, entry.committed_at);
+            handed = true;
+        }
+        self.next_seq = window.end_seq();
+        // The only reader: what it has read is needed by nobody.
+        if window.readers == 1 {
+            let end = window.end_seq();
+            window.entries.clear();
+            window.first_seq = end;
+        }
+        if handed {
+            return Poll::Ready(Ok(true));
+        }
+        if window.closed {
+            return Poll::Ready(Err(End::Closed));
+        }
+        match self.slot {
+            Some((round, i)) if round == window.round => {
+                if let Some(waker) = window.waiters.get_mut(i) {
+                    if !waker.will_wake(cx.waker()) {
+                        waker.clone_from(cx.waker());
                     }
-                    each(entry.frame.clone(), entry.committed_at);
-                    handed = true;
-                }
-                self.next_seq = window.end_seq();
-                // The only reader: what it has read is needed by nobody.
-                if window.readers == 1 {
-                    let end = window.end_seq();
-                    window.entries.clear();
-                    window.first_seq = end;
-                }
-                if !handed && window.closed {
-                    return Poll::Ready(Err(End::Closed));
                 }
             }
-            if handed {
-                return Poll::Ready(Ok(true));
-            }
-            match notified.as_mut().poll(cx) {
-                Poll::Ready(()) => self.notified = None,
-                Poll::Pending => return Poll::Pending,
+            _ => {
+                if window.waiters.len() >= 2 * window.readers + 1024 {
+                    // Slots of readers that left without an append since: wake the live ones
+                    // (they register again) rather than let the list grow.
+                    let stale = take_waiters(&mut window);
+                    drop(window);
+                    stale.into_iter().for_each(Waker::wake);
+                    window = self.channel.lock();
+                }
+                self.slot = Some((window.round, window.waiters.len()));
+                window.waiters.push(cx.waker().clone());
             }
         }
+        Poll::Pending
     }
 }
 
@@ -199,6 +222,14 @@ impl Drop for Cursor {
     fn drop(&mut self) {
         let mut window = self.channel.lock();
         window.readers = window.readers.saturating_sub(1);
+        // Let go of the task now, not at the next append.
+        if let Some((round, i)) = self.slot {
+            if round == window.round {
+                if let Some(waker) = window.waiters.get_mut(i) {
+                    *waker = Waker::noop().clone();
+                }
+            }
+        }
     }
 }
 
@@ -229,7 +260,7 @@ mod tests {
     fn drain(cursor: &mut Cursor) -> Poll<Result<Vec<Bytes>, End>> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut got = Vec::new();
-        match cursor.poll_drain(&mut cx, |frame, _| got.push(frame)) {
+        match cursor.poll_drain(&mut cx, |frame, _| got.push(frame.clone())) {
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(got)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -267,6 +298,44 @@ mod tests {
         assert!(matches!(drain(&mut slow), Poll::Ready(Err(End::CutOff))));
         channel.close();
         assert!(matches!(drain(&mut fast), Poll::Ready(Err(End::Closed))));
+    }
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiting_reader_is_woken_once_per_append_and_leavers_do_not_pile_up() {
+        let channel = Channel::new(16);
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut reader = channel.join(filter(), 0);
+        for _ in 0..3 {
+            assert!(reader.poll_drain(&mut cx, |_, _| {}).is_pending());
+        }
+        assert_eq!(
+            channel.lock().waiters.len(),
+            1,
+            "one slot however often it is polled"
+        );
+        channel.append(&entry(1));
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(matches!(
+            reader.poll_drain(&mut cx, |_, _| {}),
+            Poll::Ready(Ok(true))
+        ));
+        assert!(reader.poll_drain(&mut cx, |_, _| {}).is_pending());
+        for _ in 0..5_000 {
+            let mut passing = channel.join(filter(), 0);
+            assert!(drain(&mut passing).is_pending());
+        }
+        assert!(channel.lock().waiters.len() <= 2 + 1024 + 1);
+        channel.append(&entry(2));
+        assert!(count.0.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     }
 
     #[test]

@@ -107,9 +107,21 @@ impl Subscription {
     /// type's documentation), `Pending` when nothing is ready (the task is woken when something
     /// is).
     pub fn poll_drain(&mut self, cx: &mut Context<'_>, out: &mut Vec<Bytes>) -> Poll<bool> {
+        self.poll_drain_each(cx, |frame| out.push(frame.clone()))
+    }
+
+    /// Like [`Subscription::poll_drain`], handing each frame that is ready to `each` instead:
+    /// a writer can copy small frames into its own buffer without touching their shared
+    /// reference counts.
+    pub fn poll_drain_each(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut each: impl FnMut(&Bytes),
+    ) -> Poll<bool> {
         loop {
             if !self.replay.is_empty() {
-                out.extend(self.replay.drain(..));
+                self.replay.iter().for_each(&mut each);
+                self.replay.clear();
                 return Poll::Ready(true);
             }
             match self.poll_store(cx) {
@@ -126,11 +138,11 @@ impl Subscription {
             let drained = match &mut self.live {
                 Live::Queue(rx) => rx.poll_drain(cx, |(frame, committed_at)| {
                     oldest.get_or_insert(committed_at);
-                    out.push(frame);
+                    each(&frame);
                 }),
                 Live::Channel(cursor) => match cursor.poll_drain(cx, |frame, committed_at| {
                     oldest.get_or_insert(committed_at);
-                    out.push(frame);
+                    each(frame);
                 }) {
                     Poll::Ready(Ok(_)) => Poll::Ready(true),
                     Poll::Ready(Err(End::Closed)) => Poll::Ready(false),
