@@ -328,13 +328,19 @@ pub(super) fn seq_and_sent(data: &[u8]) -> Option<(u64, u64)> {
 
 /// The unsigned number at the start of `s`, and what follows it.
 fn leading_number(s: &[u8]) -> Option<(u64, &[u8])> {
-    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    if n == 0 || n > 19 {
+    let mut value = 0u64;
+    let mut n = 0;
+    for &b in s.iter().take(19) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value * 10 + u64::from(digit);
+        n += 1;
+    }
+    if n == 0 || s.get(n).is_some_and(u8::is_ascii_digit) {
         return None;
     }
-    let value = s[..n]
-        .iter()
-        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
     Some((value, &s[n..]))
 }
 

@@ -45,73 +45,114 @@ impl EventScanner {
     /// Reads `input`, calling `on` with the data of each event it completes.
     pub(super) fn feed(
         &mut self,
-        mut input: &[u8],
+        input: &[u8],
         mut on: impl FnMut(&[u8]),
     ) -> Result<(), LineTooLong> {
+        let mut pos = 0;
         if self.skip_lf && !input.is_empty() {
             self.skip_lf = false;
             if input[0] == b'\n' {
-                input = &input[1..];
+                pos = 1;
             }
         }
-        while let Some(end) = memchr::memchr2(b'\r', b'\n', input) {
-            let mut rest = &input[end + 1..];
+        // The data of an event with one `data` line met in `input` itself, as a range of it: it
+        // is handed out from there, not copied (the common case, and most of the bytes).
+        let mut borrowed: Option<(usize, usize)> = None;
+        while let Some(found) = memchr::memchr2(b'\r', b'\n', &input[pos..]) {
+            let end = pos + found;
+            let mut next = end + 1;
             if input[end] == b'\r' {
-                match rest.first() {
-                    Some(b'\n') => rest = &rest[1..],
+                match input.get(next) {
+                    Some(b'\n') => next += 1,
                     Some(_) => {}
                     None => self.skip_lf = true,
                 }
             }
             if self.line.is_empty() {
-                self.line_done(&input[..end], &mut on);
+                self.line_done(input, pos, end, Some(&mut borrowed), &mut on);
             } else {
                 let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&input[..end]);
+                line.extend_from_slice(&input[pos..end]);
                 if line.len() > MAX_LINE {
                     return Err(LineTooLong);
                 }
-                self.line_done(&line, &mut on);
+                self.spill(input, &mut borrowed);
+                self.line_done(&line, 0, line.len(), None, &mut on);
                 line.clear();
                 self.line = line;
             }
-            input = rest;
+            pos = next;
         }
-        if self.line.len() + input.len() > MAX_LINE {
+        self.spill(input, &mut borrowed);
+        let rest = &input[pos.min(input.len())..];
+        if self.line.len() + rest.len() > MAX_LINE {
             return Err(LineTooLong);
         }
-        self.line.extend_from_slice(input);
+        self.line.extend_from_slice(rest);
         Ok(())
     }
 
-    fn line_done(&mut self, mut line: &[u8], on: &mut impl FnMut(&[u8])) {
+    /// Moves borrowed data into the data buffer (another line is joining it, or the input ends).
+    fn spill(&mut self, input: &[u8], borrowed: &mut Option<(usize, usize)>) {
+        if let Some((from, to)) = borrowed.take() {
+            self.data.extend_from_slice(&input[from..to]);
+            self.data.push(b'\n');
+        }
+    }
+
+    /// Handles the line `source[from..to]`. `borrowed` is given only while `source` is the input
+    /// being fed (then a lone data line may stay in it).
+    fn line_done(
+        &mut self,
+        source: &[u8],
+        mut from: usize,
+        to: usize,
+        borrowed: Option<&mut Option<(usize, usize)>>,
+        on: &mut impl FnMut(&[u8]),
+    ) {
         if !self.started {
             self.started = true;
-            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            if source[from..to].starts_with(b"\xEF\xBB\xBF") {
+                from += 3;
+            }
         }
+        let line = &source[from..to];
         if line.is_empty() {
             self.last_id.clone_from(&self.id_buffer);
-            if !self.data.is_empty() {
+            if let Some((start, end)) = borrowed.and_then(Option::take) {
+                on(&source[start..end]);
+            } else if !self.data.is_empty() {
                 self.data.pop();
                 on(&self.data);
                 self.data.clear();
             }
             return;
         }
-        let (field, value) = match memchr::memchr(b':', line) {
+        let (field, value_from) = match memchr::memchr(b':', line) {
             Some(0) => return,
             Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                let mut value = from + colon + 1;
+                if source.get(value) == Some(&b' ') && value < to {
+                    value += 1;
+                }
+                (&line[..colon], value)
             }
-            None => (line, &b""[..]),
+            None => (line, to),
         };
+        let value = &source[value_from..to];
         match field {
             b"data" => {
+                if let Some(slot) = borrowed {
+                    if slot.is_none() && self.data.is_empty() {
+                        *slot = Some((value_from, to));
+                        return;
+                    }
+                    self.spill(source, slot);
+                }
                 self.data.extend_from_slice(value);
                 self.data.push(b'\n');
             }
-            b"id" if !value.contains(&0) => {
+            b"id" if memchr::memchr(0, value).is_none() => {
                 self.id_buffer.clear();
                 self.id_buffer.extend_from_slice(value);
             }
