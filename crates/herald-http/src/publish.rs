@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald_hub::{PublishError, Update};
@@ -21,13 +21,10 @@ use crate::{form, AppState};
 /// Topics under this path are the hub's own (subscription events).
 const RESERVED: &str = "/.well-known/mercure";
 
-pub(crate) async fn publish(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> Response {
-    let response = accept(&app, &headers, query.as_deref(), body).await;
+pub(crate) async fn publish(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    // The request's own parts: the `HeaderMap` and `RawQuery` extractors would copy them.
+    let (parts, body) = request.into_parts();
+    let response = accept(&app, &parts.headers, parts.uri.query(), body).await;
     if response.status().is_client_error() {
         app.metrics.publishes_refused.inc();
     }
@@ -141,8 +138,14 @@ async fn accept(app: &AppState, headers: &HeaderMap, query: Option<&str>, body: 
 /// elsewhere.
 pub fn parse_update(body: &[u8], max_topics: usize) -> Result<Update, String> {
     let fields = form::parse(body).map_err(|e| e.to_string())?;
-    let mut update = Update::new("", "");
-    update.topics.clear();
+    let mut update = Update {
+        topics: Vec::new(),
+        data: String::new(),
+        private: false,
+        id: None,
+        event_type: None,
+        retry: None,
+    };
     let mut data: Option<String> = None;
     for (name, value) in fields {
         match name.as_str() {

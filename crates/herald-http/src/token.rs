@@ -49,16 +49,16 @@ pub fn identify(
         return Err("this hub has no key configured to check tokens".into());
     };
     verifier
-        .verify(&token)
+        .verify(token)
         .map(|claims| Caller::Authenticated(claims, source))
         .map_err(|e| e.to_string())
 }
 
-fn find(
-    headers: &HeaderMap,
-    query_token: Option<&str>,
+fn find<'a>(
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
     cookie_name: &str,
-) -> Result<Option<(String, TokenSource)>, String> {
+) -> Result<Option<(&'a str, TokenSource)>, String> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value
             .to_str()
@@ -67,17 +67,17 @@ fn find(
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err("the Authorization header must be \"Bearer <JWT>\"".into());
         }
-        return Ok(Some((token.trim().to_owned(), TokenSource::Header)));
+        return Ok(Some((token.trim(), TokenSource::Header)));
     }
     if let Some(token) = query_token {
-        return Ok(Some((token.to_owned(), TokenSource::Query)));
+        return Ok(Some((token, TokenSource::Query)));
     }
     for value in headers.get_all(header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         for pair in text.split(';') {
             if let Some((name, token)) = pair.trim().split_once('=') {
                 if name == cookie_name && !token.is_empty() {
-                    return Ok(Some((token.to_owned(), TokenSource::Cookie)));
+                    return Ok(Some((token, TokenSource::Cookie)));
                 }
             }
         }
@@ -99,11 +99,11 @@ mod tests {
         );
         assert_eq!(
             find(&h, None, "mercureAuthorization").unwrap(),
-            Some(("c".into(), TokenSource::Cookie))
+            Some(("c", TokenSource::Cookie))
         );
         assert_eq!(
             find(&h, Some("q"), "mercureAuthorization").unwrap(),
-            Some(("q".into(), TokenSource::Query))
+            Some(("q", TokenSource::Query))
         );
         h.insert(
             header::AUTHORIZATION,
@@ -111,7 +111,7 @@ mod tests {
         );
         assert_eq!(
             find(&h, Some("q"), "mercureAuthorization").unwrap(),
-            Some(("x.y.z".into(), TokenSource::Header))
+            Some(("x.y.z", TokenSource::Header))
         );
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert!(find(&h, None, "mercureAuthorization").is_err());

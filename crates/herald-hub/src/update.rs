@@ -143,3 +143,111 @@ pub(crate) fn encode_frame(update: &StoredUpdate) -> Bytes {
         Err(_) => Event::data(update.data.clone()).encode(),
     }
 }
+
+/// The prefix of every id the hub generates.
+const GENERATED_PREFIX: &str = "urn:uuid:";
+
+/// Positions from this one on do not fit in a generated id (see [`generated_id`]).
+const POSITION_LIMIT: Position = 1 << 62;
+
+/// The id a local store's update at `position` gets when its publisher gave none:
+/// `urn:uuid:` and a UUID v7 (RFC 9562) whose 48-bit timestamp is `unix_ms`, whose 12 `rand_a`
+/// bits are random and whose 62 `rand_b` bits are the position (the RFC's "fixed-length
+/// dedicated counter" layout: the position is the counter). So a store can find such an id's
+/// update from the id alone ([`position_in_generated_id`]) and needs no index entry for it.
+/// Beyond 2^62 positions the id is a random UUID v7, which a store indexes like any other.
+pub(crate) fn generated_id(position: Position, unix_ms: u64) -> String {
+    let uuid = if position < POSITION_LIMIT {
+        let mut counter = [0u8; 10];
+        counter[..2].copy_from_slice(&rand_a());
+        counter[2..].copy_from_slice(&position.to_be_bytes());
+        uuid::Builder::from_unix_timestamp_millis(unix_ms, &counter).into_uuid()
+    } else {
+        uuid::Uuid::now_v7()
+    };
+    let mut id = String::with_capacity(GENERATED_PREFIX.len() + 36);
+    id.push_str(GENERATED_PREFIX);
+    id.push_str(
+        uuid.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    id
+}
+
+/// The position that [`generated_id`] would have put in `id`, if `id` has its form. Only a hint:
+/// any publisher may send such an id for any update, so a store must check that the update at
+/// the returned position really has this id.
+pub(crate) fn position_in_generated_id(id: &str) -> Option<Position> {
+    let text = id.strip_prefix(GENERATED_PREFIX)?;
+    if text.len() != 36 {
+        return None;
+    }
+    let uuid = uuid::Uuid::try_parse(text).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&uuid.as_bytes()[8..]);
+    Some(u64::from_be_bytes(low) & (POSITION_LIMIT - 1))
+}
+
+/// Whether a store can find the update at `position` with this id without an index entry: the
+/// id names that very position ([`position_in_generated_id`]).
+pub(crate) fn id_names_position(id: &str, position: Position) -> bool {
+    position_in_generated_id(id) == Some(position)
+}
+
+/// 16 random bits, of which the UUID keeps 12.
+fn rand_a() -> [u8; 2] {
+    let random = uuid::Uuid::new_v4();
+    let bytes = random.as_bytes();
+    [bytes[0], bytes[1]]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_uuid_v7_naming_their_position() {
+        for position in [1, 2, 255, 1 << 40, POSITION_LIMIT - 1] {
+            let id = generated_id(position, 1_720_000_000_000);
+            let uuid = uuid::Uuid::parse_str(id.strip_prefix("urn:uuid:").unwrap()).unwrap();
+            assert_eq!(uuid.get_version_num(), 7, "{id}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
+            let (secs, _) = uuid.get_timestamp().unwrap().to_unix();
+            assert_eq!(secs, 1_720_000_000, "{id}");
+            assert_eq!(position_in_generated_id(&id), Some(position), "{id}");
+            assert!(id_names_position(&id, position));
+            assert!(!id_names_position(&id, position + 1));
+        }
+        // Ids of one position at one millisecond still differ (12 random bits).
+        let ids: std::collections::HashSet<String> = (0..64).map(|_| generated_id(7, 1)).collect();
+        assert!(ids.len() > 32);
+        // Past the limit: a random UUID v7, which names no position reliably.
+        let big = generated_id(POSITION_LIMIT, 1);
+        assert!(big.starts_with("urn:uuid:"));
+    }
+
+    #[test]
+    fn other_ids_name_no_position() {
+        for id in [
+            "",
+            "my-id",
+            "urn:uuid:",
+            "urn:uuid:0190b7a4-5c2e-4d41-8f3a-9b1c2d3e4f50", // v4
+            "urn:uuid:0190b7a45c2e7d418f3a9b1c2d3e4f50",     // not hyphenated
+            "urn:uuid:{0190b7a4-5c2e-7d41-8f3a-9b1c2d3e4f5}",
+            "URN:UUID:0190b7a4-5c2e-7d41-8f3a-9b1c2d3e4f50",
+            "urn:uuid:0190b7a4-5c2e-7d41-8f3a-9b1c2d3e4f5é",
+        ] {
+            assert_eq!(position_in_generated_id(id), None, "{id}");
+        }
+        // A random v7 id has the form: it names some position, which the store then checks.
+        assert!(
+            position_in_generated_id("urn:uuid:0190b7a4-5c2e-7d41-8f3a-9b1c2d3e4f50").is_some()
+        );
+    }
+}

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::hub::{Command, PublishError, Published, Shared};
 use crate::log::StoreError;
-use crate::update::{LogEntry, Position, StoredUpdate};
+use crate::update::{generated_id, LogEntry, Position, StoredUpdate};
 
 type Reply = oneshot::Sender<Result<Published, PublishError>>;
 
@@ -175,7 +175,12 @@ impl Writer {
                 batch.given_ids.push(id.clone());
                 id
             }
-            None => format!("urn:uuid:{}", uuid::Uuid::now_v7()),
+            // A local store knows the position now: the id names it, so the store needs no
+            // index entry for it. A shared store assigns positions itself.
+            None if self.shared.store.is_shared() => {
+                format!("urn:uuid:{}", uuid::Uuid::now_v7())
+            }
+            None => generated_id(self.next_position, unix_millis()),
         };
         let position = self.next_position;
         self.next_position += 1;

@@ -174,15 +174,20 @@ impl FromStr for Selector {
 }
 
 /// A list of selectors, as in a JWT's `mercure.publish` or `mercure.subscribe` claim.
+///
+/// Cloning one is cheap (the selectors are shared): a verified token's claims are cloned out of
+/// the token cache on every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SelectorSet {
-    selectors: Vec<Selector>,
+    selectors: std::sync::Arc<[Selector]>,
 }
 
 impl SelectorSet {
     /// A set holding `selectors`, in that order.
     pub fn new(selectors: Vec<Selector>) -> Self {
-        Self { selectors }
+        Self {
+            selectors: selectors.into(),
+        }
     }
 
     /// Parses each string with [`Selector::parse`].

@@ -13,7 +13,6 @@ use redb::{Database, Durability, ReadableDatabase};
 
 use super::wal::{Wal, CHECKPOINT_BYTES};
 use super::{decode, meta_value, store_error, Row, BYTES, IDS, LAST_POSITION, META, UPDATES};
-use crate::log::memory::size_of;
 use crate::log::StoreError;
 use crate::update::Position;
 
@@ -52,12 +51,7 @@ impl WriteSide {
                     break 'records;
                 }
                 let update = decode(position, &value)?;
-                rows.push(Row {
-                    position,
-                    size: size_of(&update),
-                    id: update.id,
-                    value,
-                });
+                rows.push(Row::new(&update, value));
                 next += 1;
             }
         }
@@ -149,9 +143,12 @@ impl WriteSide {
                 updates
                     .insert(row.position, row.value.as_slice())
                     .map_err(store_error)?;
-                // A duplicate id (which the hub should have rejected) points at the newer update.
-                ids.insert(row.id.as_str(), row.position)
-                    .map_err(store_error)?;
+                // An id that names its own position is found without an entry (see
+                // `RedbStore::position_of`). A duplicate id (which the hub should have rejected)
+                // points at the newer update.
+                if let Some(id) = &row.indexed_id {
+                    ids.insert(id.as_str(), row.position).map_err(store_error)?;
+                }
                 added = added.saturating_add(row.size);
             }
             let bytes = meta_value(&meta, BYTES)?.saturating_add(added);

@@ -3,7 +3,10 @@
 //!
 //! Tables:
 //! - `updates`: position → the update, encoded as [`encoding`] describes;
-//! - `ids`: id → position, so [`Store::position_of`] is one index lookup;
+//! - `ids`: id → position, so [`Store::position_of`] is one index lookup. Ids the hub generated
+//!   for a local store name their own position (see `update::generated_id`) and have no entry:
+//!   `position_of` reads the update at that position and compares its id instead. Files written
+//!   before this indexed every id; those entries keep working;
 //! - `meta`: `last_position` (kept when trimming removes that update) and `bytes` (the
 //!   [`StoredUpdate::size`] total of the retained updates, for byte retention). Both are updated
 //!   in the same write transaction as the updates they describe.
@@ -36,7 +39,7 @@ use self::commit::CommitThread;
 use self::durable::WriteSide;
 use super::memory::{check_order, size_of, Expiry, TRIM_CHUNK};
 use super::{Retention, Store, StoreError};
-use crate::update::{Position, StoredUpdate};
+use crate::update::{id_names_position, position_in_generated_id, Position, StoredUpdate};
 
 const UPDATES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("updates");
 const IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("ids");
@@ -61,9 +64,22 @@ pub struct RedbStore {
 /// One update of a batch, encoded on the caller's thread so the commit thread gets owned bytes.
 struct Row {
     position: Position,
-    id: String,
+    /// The id, for the `ids` table; `None` when it names its own position (no entry needed).
+    indexed_id: Option<String>,
     size: u64,
     value: Vec<u8>,
+}
+
+impl Row {
+    fn new(update: &StoredUpdate, value: Vec<u8>) -> Self {
+        Self {
+            position: update.position,
+            indexed_id: (!id_names_position(&update.id, update.position))
+                .then(|| update.id.clone()),
+            size: size_of(update),
+            value,
+        }
+    }
 }
 
 impl RedbStore {
@@ -121,15 +137,7 @@ impl Store for RedbStore {
         // Checked here too (against the last position on the commit thread), so a bad batch
         // costs no write.
         check_order(batch, 0)?;
-        let rows: Vec<Row> = batch
-            .iter()
-            .map(|u| Row {
-                position: u.position,
-                id: u.id.clone(),
-                size: size_of(u),
-                value: encode(u),
-            })
-            .collect();
+        let rows: Vec<Row> = batch.iter().map(|u| Row::new(u, encode(u))).collect();
         // The whole batch in one record of the write-ahead log and one redb transaction: the
         // group commit.
         self.writer.write(move |side| side.append(&rows)).await
@@ -165,18 +173,27 @@ impl Store for RedbStore {
         self.run(move |db| {
             let txn = db.begin_read().map_err(store_error)?;
             let ids = txn.open_table(IDS).map_err(store_error)?;
-            let Some(position) = ids
-                .get(id.as_str())
-                .map_err(store_error)?
-                .map(|g| g.value())
-            else {
+            let updates = txn.open_table(UPDATES).map_err(store_error)?;
+            if let Some(position) = ids.get(id.as_str()).map_err(store_error)? {
+                let position = position.value();
+                // Trimming keeps `ids` in step, except past a damaged update whose id could not
+                // be read; a second index lookup makes sure only retained updates are answered.
+                let retained = updates.get(position).map_err(store_error)?.is_some();
+                return Ok(retained.then_some(position));
+            }
+            // Not indexed: a generated id names its update's position. Any publisher may send
+            // an id of that form, so the update there must really have this id.
+            let Some(position) = position_in_generated_id(&id) else {
                 return Ok(None);
             };
-            // Trimming keeps `ids` in step, except past a damaged update whose id could not be
-            // read; a second index lookup makes sure only retained updates are answered.
-            let updates = txn.open_table(UPDATES).map_err(store_error)?;
-            let retained = updates.get(position).map_err(store_error)?.is_some();
-            Ok(retained.then_some(position))
+            let Some(value) = updates.get(position).map_err(store_error)? else {
+                return Ok(None);
+            };
+            let matches = match decode(position, value.value()) {
+                Ok(update) => update.id == id,
+                Err(_) => false, // a damaged update is never answered
+            };
+            Ok(matches.then_some(position))
         })
         .await
     }
@@ -253,10 +270,15 @@ fn trim_oldest(
                     break;
                 }
                 bytes = bytes.saturating_sub(size_of(&update));
-                // Only drop the id if it still names this update: a later duplicate owns it.
-                let owner = ids.get(update.id.as_str()).map_err(store_error)?;
-                if owner.map(|g| g.value()) == Some(position) {
-                    ids.remove(update.id.as_str()).map_err(store_error)?;
+                // Only drop the id if it still names this update: a later duplicate owns it. An
+                // id that names its own position has no entry (older files may have one, which
+                // then stays: it points at a position that is gone, which `position_of`
+                // tolerates).
+                if !id_names_position(&update.id, position) {
+                    let owner = ids.get(update.id.as_str()).map_err(store_error)?;
+                    if owner.map(|g| g.value()) == Some(position) {
+                        ids.remove(update.id.as_str()).map_err(store_error)?;
+                    }
                 }
             }
             Err(e) => {
@@ -309,6 +331,98 @@ mod tests {
     use super::encoding::tests::sample;
     use super::encoding::FORMAT_V1;
     use super::*;
+
+    /// An update at `position` with the id the hub would generate for it.
+    fn generated(position: Position) -> StoredUpdate {
+        StoredUpdate {
+            id: crate::update::generated_id(position, 1_720_000_000_000),
+            ..sample(position)
+        }
+    }
+
+    fn indexed_ids(store: &RedbStore) -> Vec<(String, u64)> {
+        let txn = store.db.begin_read().unwrap();
+        let ids = txn.open_table(IDS).unwrap();
+        ids.iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), v.value())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn generated_ids_are_found_without_an_index_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let store = RedbStore::open(&path).unwrap();
+        let (one, two) = (generated(1), generated(2));
+        // A publisher may send an id of the generated form that names another position: it is
+        // indexed like any other id.
+        let mut three = sample(3);
+        three.id = crate::update::generated_id(2, 1);
+        let mut four = sample(4);
+        four.id = "given".into();
+        store.append(&[one.clone(), two.clone()]).await.unwrap();
+        store.append(&[three.clone(), four.clone()]).await.unwrap();
+        assert_eq!(
+            indexed_ids(&store),
+            vec![("given".to_owned(), 4), (three.id.clone(), 3)]
+        );
+        assert_eq!(store.position_of(&one.id).await.unwrap(), Some(1));
+        assert_eq!(store.position_of(&two.id).await.unwrap(), Some(2));
+        assert_eq!(store.position_of(&three.id).await.unwrap(), Some(3));
+        assert_eq!(store.position_of("given").await.unwrap(), Some(4));
+        // The form, naming a retained position whose update has another id: not found.
+        let other = crate::update::generated_id(1, 1);
+        assert_ne!(other, one.id);
+        assert_eq!(store.position_of(&other).await.unwrap(), None);
+        // Naming a position that holds nothing.
+        let beyond = crate::update::generated_id(99, 1);
+        assert_eq!(store.position_of(&beyond).await.unwrap(), None);
+        drop(store);
+        // After a restart (the write-ahead log replayed or checkpointed) and after trimming.
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.position_of(&two.id).await.unwrap(), Some(2));
+        let keep_two = Retention {
+            max_updates: Some(2),
+            max_age: None,
+            max_bytes: None,
+        };
+        assert_eq!(store.trim(&keep_two, 0).await.unwrap(), 2);
+        assert_eq!(store.position_of(&one.id).await.unwrap(), None);
+        assert_eq!(store.position_of(&two.id).await.unwrap(), None);
+        assert_eq!(store.position_of(&three.id).await.unwrap(), Some(3));
+        assert_eq!(store.position_of("given").await.unwrap(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn ids_indexed_by_older_versions_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("log.redb")).unwrap();
+        // Written the old way: every id indexed, generated ones included.
+        let (one, two) = (generated(1), generated(2));
+        store.append(&[one.clone(), two.clone()]).await.unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut ids = txn.open_table(IDS).unwrap();
+                ids.insert(one.id.as_str(), 1).unwrap();
+                ids.insert(two.id.as_str(), 2).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert_eq!(store.position_of(&one.id).await.unwrap(), Some(1));
+        let keep_one = Retention {
+            max_updates: Some(1),
+            max_age: None,
+            max_bytes: None,
+        };
+        assert_eq!(store.trim(&keep_one, 0).await.unwrap(), 1);
+        assert_eq!(store.position_of(&one.id).await.unwrap(), None);
+        assert_eq!(store.position_of(&two.id).await.unwrap(), Some(2));
+    }
 
     #[tokio::test]
     async fn a_damaged_value_is_reported_then_trimmed() {

@@ -5,8 +5,14 @@
 //! Every answered-200 publish's latency (request sent → whole answer read) is recorded in an HDR
 //! histogram at microsecond resolution. Non-200 answers are counted by status; the first one is
 //! printed once. A refused connection ends the run with one line and exit code 1.
+//!
+//! A plain `http://` hub is driven by a minimal HTTP/1.1 client of this module (one task, one
+//! write and usually one read per publish, reusing its buffers), so that the generator, which
+//! shares the machine with the hub, costs as little CPU per publish as possible. An `https://`
+//! hub goes through hyper's client.
 
 use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::finish;
 use std::path::PathBuf;
@@ -21,7 +27,10 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
+use super::http1;
 use super::{
     client, clock_ticks_per_second, encode, histogram, payload, publisher_token, root_cause,
     thousands, topic, unix_micros, Latency, ProcSample, ProcUsage,
@@ -190,11 +199,18 @@ async fn bench(args: &PublishArgs) -> Result<Report, String> {
         failure_printed: AtomicBool::new(false),
         unreachable: Mutex::new(None),
     });
+    let raw = match plan.uri.scheme_str() {
+        Some("http") => Some(Arc::new(RawTarget::new(&plan)?)),
+        _ => None,
+    };
     let start = Instant::now();
     let mut publishers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let latency = histogram()?;
-        publishers.push(tokio::spawn(publisher(plan.clone(), latency)));
+        publishers.push(match &raw {
+            Some(target) => tokio::spawn(raw_publisher(plan.clone(), target.clone(), latency)),
+            None => tokio::spawn(publisher(plan.clone(), latency)),
+        });
     }
     let mut tallies = Vec::with_capacity(concurrency);
     for p in publishers {
@@ -343,6 +359,193 @@ async fn publisher(plan: Arc<Plan>, mut latency: Histogram<u64>) -> Tally {
         ok,
         by_status,
         transport,
+    }
+}
+
+/// Where the minimal client connects, and the start of every request it sends.
+struct RawTarget {
+    /// The host's addresses, tried in order at each connect.
+    addrs: Vec<SocketAddr>,
+    /// The request line and headers up to `Content-Length: ` (its value, the blank line and the
+    /// body follow).
+    head: Vec<u8>,
+}
+
+impl RawTarget {
+    fn new(plan: &Plan) -> Result<Self, String> {
+        let uri = &plan.uri;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("invalid --hub URL {uri}: no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("{host} has no address"));
+        }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nAuthorization: "
+        )
+        .into_bytes();
+        head.extend_from_slice(plan.authorization.as_bytes());
+        head.extend_from_slice(b"\r\nContent-Length: ");
+        Ok(Self { addrs, head })
+    }
+}
+
+/// A publisher with the minimal client: like [`publisher`], on one TCP connection it reopens
+/// after a transport failure.
+async fn raw_publisher(
+    plan: Arc<Plan>,
+    target: Arc<RawTarget>,
+    mut latency: Histogram<u64>,
+) -> Tally {
+    let mut by_status = BTreeMap::new();
+    let mut ok = 0;
+    let mut transport = 0;
+    let mut connection: Option<TcpStream> = None;
+    let mut request = Vec::with_capacity(target.head.len() + 64 + 3 * plan.size);
+    let mut answer = Answer::default();
+    while !plan.stop.load(Ordering::Relaxed) {
+        let seq = plan.next.fetch_add(1, Ordering::Relaxed);
+        if seq >= plan.count {
+            break;
+        }
+        let stream = match &mut connection {
+            Some(stream) => stream,
+            None => match TcpStream::connect(target.addrs.as_slice()).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    answer.clear();
+                    connection.insert(stream)
+                }
+                Err(e) => {
+                    plan.stop.store(true, Ordering::Relaxed);
+                    let mut unreachable = plan
+                        .unreachable
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    unreachable.get_or_insert_with(|| e.to_string());
+                    break;
+                }
+            },
+        };
+        let topics = plan.prefixes.len() as u64;
+        let prefix = usize::try_from(seq % topics)
+            .ok()
+            .and_then(|i| plan.prefixes.get(i))
+            .map_or("", String::as_str);
+        let sent_us = unix_micros();
+        let data = encode(&payload(seq, sent_us, plan.size));
+        request.clear();
+        request.extend_from_slice(&target.head);
+        request.extend_from_slice((prefix.len() + data.len()).to_string().as_bytes());
+        request.extend_from_slice(b"\r\n\r\n");
+        request.extend_from_slice(prefix.as_bytes());
+        request.extend_from_slice(data.as_bytes());
+
+        let sent = Instant::now();
+        let status = match exchange(stream, &request, &mut answer).await {
+            Ok(status) => status,
+            Err(e) => {
+                transport += 1;
+                connection = None;
+                report_first_failure(&plan, || format!("a publish got no answer: {e}"));
+                continue;
+            }
+        };
+        if status == 200 {
+            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            latency.saturating_record(micros.max(1));
+            ok += 1;
+        } else {
+            *by_status.entry(status).or_insert(0) += 1;
+            report_first_failure(&plan, || {
+                let text = String::from_utf8_lossy(answer.body());
+                let text: String = text.trim().chars().take(500).collect();
+                format!("first failed publish: the hub answered {status}: {text}")
+            });
+        }
+    }
+    Tally {
+        latency,
+        ok,
+        by_status,
+        transport,
+    }
+}
+
+/// The read buffer of the minimal client and where the last answer's body is in it.
+#[derive(Default)]
+struct Answer {
+    buf: Vec<u8>,
+    /// Bytes of `buf` read from the socket.
+    filled: usize,
+    /// The last answer's body, as a range of `buf`.
+    body: std::ops::Range<usize>,
+}
+
+impl Answer {
+    fn clear(&mut self) {
+        self.filled = 0;
+        self.body = 0..0;
+    }
+
+    fn body(&self) -> &[u8] {
+        self.buf.get(self.body.clone()).unwrap_or_default()
+    }
+}
+
+/// Sends one request and reads its answer (a `Content-Length` body); returns the status.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    answer: &mut Answer,
+) -> Result<u16, String> {
+    // Bytes after the previous answer (there should be none: one request at a time).
+    let used = answer.body.end.min(answer.filled);
+    answer.buf.copy_within(used..answer.filled, 0);
+    answer.filled -= used;
+    answer.body = 0..0;
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("writing the request: {e}"))?;
+    loop {
+        if let Some(head) = http1::parse_head(&answer.buf[..answer.filled])? {
+            let http1::Framing::Length(length) = head.framing else {
+                return Err("the answer has no Content-Length".into());
+            };
+            let end = usize::try_from(length)
+                .ok()
+                .and_then(|n| n.checked_add(head.len))
+                .filter(|&end| end <= http1::MAX_HEAD + (1 << 20))
+                .ok_or("the answer's body is too long")?;
+            if answer.filled >= end {
+                answer.body = head.len..end;
+                return Ok(head.status);
+            }
+        }
+        if answer.buf.len() - answer.filled < 1024 {
+            let grown = (answer.buf.len() * 2).max(4096);
+            answer.buf.resize(grown, 0);
+        }
+        let n = stream
+            .read(&mut answer.buf[answer.filled..])
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        if n == 0 {
+            return Err("the hub closed the connection".into());
+        }
+        answer.filled += n;
     }
 }
 
