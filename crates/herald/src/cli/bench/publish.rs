@@ -100,6 +100,17 @@ struct Plan {
     unreachable: Mutex<Option<String>>,
 }
 
+impl Plan {
+    /// The body prefix of update `seq` (its topic's; updates go round the topics).
+    fn prefix(&self, seq: u64) -> &str {
+        let topics = self.prefixes.len() as u64;
+        usize::try_from(seq % topics.max(1))
+            .ok()
+            .and_then(|i| self.prefixes.get(i))
+            .map_or("", String::as_str)
+    }
+}
+
 /// What one publisher measured.
 struct Tally {
     latency: Histogram<u64>,
@@ -293,11 +304,7 @@ async fn publisher(plan: Arc<Plan>, mut latency: Histogram<u64>) -> Tally {
         if seq >= plan.count {
             break;
         }
-        let topics = plan.prefixes.len() as u64;
-        let prefix = usize::try_from(seq % topics)
-            .ok()
-            .and_then(|i| plan.prefixes.get(i))
-            .map_or("", String::as_str);
+        let prefix = plan.prefix(seq);
         let sent_us = unix_micros();
         let body = format!("{prefix}{}", encode(&payload(seq, sent_us, plan.size)));
         let mut request = http::Request::new(Full::new(Bytes::from(body)));
@@ -438,11 +445,7 @@ async fn raw_publisher(
                 }
             },
         };
-        let topics = plan.prefixes.len() as u64;
-        let prefix = usize::try_from(seq % topics)
-            .ok()
-            .and_then(|i| plan.prefixes.get(i))
-            .map_or("", String::as_str);
+        let prefix = plan.prefix(seq);
         let sent_us = unix_micros();
         let data = encode(&payload(seq, sent_us, plan.size));
         request.clear();
