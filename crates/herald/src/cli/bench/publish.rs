@@ -353,12 +353,7 @@ async fn publisher(plan: Arc<Plan>, mut latency: Histogram<u64>) -> Tally {
             latency.saturating_record(micros.max(1));
             ok += 1;
         } else {
-            *by_status.entry(status.as_u16()).or_insert(0) += 1;
-            report_first_failure(&plan, || {
-                let text = String::from_utf8_lossy(&body);
-                let text: String = text.trim().chars().take(500).collect();
-                format!("first failed publish: the hub answered {status}: {text}")
-            });
+            count_failure(&plan, &mut by_status, status.as_u16(), status, &body);
         }
     }
     Tally {
@@ -470,12 +465,7 @@ async fn raw_publisher(
             latency.saturating_record(micros.max(1));
             ok += 1;
         } else {
-            *by_status.entry(status).or_insert(0) += 1;
-            report_first_failure(&plan, || {
-                let text = String::from_utf8_lossy(answer.body());
-                let text: String = text.trim().chars().take(500).collect();
-                format!("first failed publish: the hub answered {status}: {text}")
-            });
+            count_failure(&plan, &mut by_status, status, status, answer.body());
         }
     }
     Tally {
@@ -553,6 +543,23 @@ async fn exchange(
 }
 
 /// Prints `message()` on stderr if no failure was printed yet.
+/// Counts a publish the hub refused with `code`, and prints the first one (`shown` and the start
+/// of the body).
+fn count_failure(
+    plan: &Plan,
+    by_status: &mut BTreeMap<u16, u64>,
+    code: u16,
+    shown: impl std::fmt::Display,
+    body: &[u8],
+) {
+    *by_status.entry(code).or_insert(0) += 1;
+    report_first_failure(plan, || {
+        let text = String::from_utf8_lossy(body);
+        let text: String = text.trim().chars().take(500).collect();
+        format!("first failed publish: the hub answered {shown}: {text}")
+    });
+}
+
 fn report_first_failure(plan: &Plan, message: impl FnOnce() -> String) {
     if !plan.failure_printed.swap(true, Ordering::Relaxed) {
         eprintln!("herald: {}", message());
