@@ -326,7 +326,8 @@ pub(super) fn seq_and_sent(data: &[u8]) -> Option<(u64, u64)> {
     Some((seq, sent))
 }
 
-/// The unsigned number at the start of `s`, and what follows it.
+/// The unsigned number at the start of `s` (at most 19 digits, so that it fits), and what
+/// follows it.
 fn leading_number(s: &[u8]) -> Option<(u64, &[u8])> {
     let mut value = 0u64;
     let mut n = 0;
@@ -468,5 +469,46 @@ mod tests {
             number_after(b"\"seq\":99999999999999999999", b"\"seq\":"),
             None
         );
+    }
+
+    #[test]
+    fn leading_numbers_of_every_length_and_ending() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 1..=19usize {
+            for _ in 0..200 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let text: String = (0..len)
+                    .map(|i| char::from(b'0' + ((rng >> (i * 3)) % 10) as u8))
+                    .collect();
+                let expected: u64 = text.parse().unwrap();
+                for tail in ["", ",", "x", "/", ":", "\u{80}", ",\"sent_us\":1"] {
+                    let input = format!("{text}{tail}");
+                    assert_eq!(
+                        leading_number(input.as_bytes()),
+                        Some((expected, tail.as_bytes())),
+                        "{input:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(leading_number(b"18446744073709551615"), None, "20 digits");
+        assert_eq!(
+            leading_number(b"9999999999999999999"),
+            Some((9_999_999_999_999_999_999, &b""[..]))
+        );
+        assert_eq!(leading_number(b""), None);
+        assert_eq!(leading_number(b"x1234567890"), None);
+        assert_eq!(leading_number(b"/123456789"), None);
+        for b in 0..=255u8 {
+            let input = [b'1', b'2', b'3', b'4', b'5', b'6', b'7', b, b'9'];
+            let expected = if b.is_ascii_digit() {
+                Some((123_456_700 + u64::from(b - b'0') * 10 + 9, &b""[..]))
+            } else {
+                Some((1_234_567, &input[7..]))
+            };
+            assert_eq!(leading_number(&input), expected, "byte {b}");
+        }
     }
 }
