@@ -271,12 +271,16 @@ async fn run_stream(socket: TcpStream, mut head: BytesMut, offered: Offered) {
     // heartbeat, and from the second such tick on, buffers are given back.
     let mut wrote = true;
     let mut quiet_ticks = 0u32;
-    let deadline = tokio::time::sleep_until(
-        stream
-            .deadline
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
-    );
-    tokio::pin!(deadline);
+    // A timer only for streams that have a deadline (none without a write timeout or token
+    // expiry): nothing to poll and no timer entry kept otherwise.
+    let mut deadline = stream
+        .deadline
+        .map(|d| Box::pin(tokio::time::sleep_until(d)));
+    let mut deadline_passed = |cx: &mut Context<'_>| {
+        deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+    };
     let mut tick = Box::pin(next_tick(ticks));
     let ended_cleanly = std::future::poll_fn(|cx| {
         for _ in 0..BATCHES_PER_POLL {
@@ -286,9 +290,10 @@ async fn run_stream(socket: TcpStream, mut head: BytesMut, offered: Offered) {
                     Poll::Ready(Ok(())) => wrote = true,
                     Poll::Ready(Err(_)) => return Poll::Ready(false),
                     Poll::Pending => {
-                        return match deadline.as_mut().poll(cx) {
-                            Poll::Ready(()) => Poll::Ready(false),
-                            Poll::Pending => Poll::Pending,
+                        return if deadline_passed(cx) {
+                            Poll::Ready(false)
+                        } else {
+                            Poll::Pending
                         }
                     }
                 }
@@ -333,7 +338,7 @@ async fn run_stream(socket: TcpStream, mut head: BytesMut, offered: Offered) {
                 }
                 continue;
             }
-            if deadline.as_mut().poll(cx).is_ready() {
+            if deadline_passed(cx) {
                 return Poll::Ready(true);
             }
             return match socket.poll_read_ready(cx) {

@@ -13,6 +13,7 @@
 //! queue is full: its stream ends and its client resumes from the log.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -49,6 +50,10 @@ impl Window {
 pub(crate) struct Channel {
     capacity: usize,
     window: Mutex<Window>,
+    /// Copies of the window's `end_seq()` and `round`, written under the lock: a reader that
+    /// waits in the current round and has nothing new learns so without taking the lock.
+    end_seq: AtomicU64,
+    round: AtomicU64,
 }
 
 impl Channel {
@@ -63,6 +68,8 @@ impl Channel {
                 waiters: Vec::new(),
                 round: 0,
             }),
+            end_seq: AtomicU64::new(0),
+            round: AtomicU64::new(0),
         })
     }
 
@@ -83,6 +90,7 @@ impl Channel {
             after,
             filter,
             slot: None,
+            waker: None,
         }
     }
 
@@ -107,7 +115,8 @@ impl Channel {
                 window.entries.pop_front();
                 window.first_seq += 1;
             }
-            (window.readers, take_waiters(&mut window))
+            self.end_seq.store(window.end_seq(), Ordering::Release);
+            (window.readers, self.take_waiters(&mut window))
         };
         // Outside the lock: woken readers can start draining at once.
         waiters.into_iter().for_each(Waker::wake);
@@ -119,17 +128,18 @@ impl Channel {
         let waiters = {
             let mut window = self.lock();
             window.closed = true;
-            take_waiters(&mut window)
+            self.take_waiters(&mut window)
         };
         waiters.into_iter().for_each(Waker::wake);
     }
-}
 
-/// The waiters to wake now; readers register again in the next round.
-fn take_waiters(window: &mut Window) -> Vec<Waker> {
-    window.round += 1;
-    let next = Vec::with_capacity(window.waiters.len().min(window.readers));
-    std::mem::replace(&mut window.waiters, next)
+    /// The waiters to wake now; readers register again in the next round.
+    fn take_waiters(&self, window: &mut Window) -> Vec<Waker> {
+        window.round += 1;
+        self.round.store(window.round, Ordering::Release);
+        let next = Vec::with_capacity(window.waiters.len().min(window.readers));
+        std::mem::replace(&mut window.waiters, next)
+    }
 }
 
 /// Why a cursor's stream is over.
@@ -150,6 +160,8 @@ pub(crate) struct Cursor {
     filter: Arc<Filter>,
     /// The round and index of this reader's slot in the waiters, when it has one.
     slot: Option<(u64, usize)>,
+    /// The waker in that slot.
+    waker: Option<Waker>,
 }
 
 impl Cursor {
@@ -164,6 +176,18 @@ impl Cursor {
         cx: &mut Context<'_>,
         mut each: impl FnMut(&Bytes, Instant),
     ) -> Poll<Result<bool, End>> {
+        // Waiting in the current round with nothing new: the slot's waker is woken by the next
+        // append (or close), which moves the round on first. Under load every stream looks
+        // here once more after each write; without the lock those looks do not queue up
+        // behind each other and behind the appends.
+        if let (Some((round, _)), Some(waker)) = (self.slot, &self.waker) {
+            if round == self.channel.round.load(Ordering::Acquire)
+                && self.next_seq == self.channel.end_seq.load(Ordering::Acquire)
+                && waker.will_wake(cx.waker())
+            {
+                return Poll::Pending;
+            }
+        }
         let mut window = self.channel.lock();
         if self.next_seq < window.first_seq {
             return Poll::Ready(Err(End::CutOff));
@@ -198,6 +222,7 @@ impl Cursor {
                 if let Some(waker) = window.waiters.get_mut(i) {
                     if !waker.will_wake(cx.waker()) {
                         waker.clone_from(cx.waker());
+                        self.waker = Some(cx.waker().clone());
                     }
                 }
             }
@@ -205,13 +230,16 @@ impl Cursor {
                 if window.waiters.len() >= 2 * window.readers + 1024 {
                     // Slots of readers that left without an append since: wake the live ones
                     // (they register again) rather than let the list grow.
-                    let stale = take_waiters(&mut window);
+                    let stale = self.channel.take_waiters(&mut window);
                     drop(window);
                     stale.into_iter().for_each(Waker::wake);
                     window = self.channel.lock();
                 }
                 self.slot = Some((window.round, window.waiters.len()));
                 window.waiters.push(cx.waker().clone());
+                if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.waker = Some(cx.waker().clone());
+                }
             }
         }
         Poll::Pending
@@ -336,6 +364,43 @@ mod tests {
         assert!(channel.lock().waiters.len() <= 2 + 1024 + 1);
         channel.append(&entry(2));
         assert!(count.0.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    }
+
+    #[test]
+    fn a_reader_polled_by_another_task_moves_its_wake_up_there() {
+        let channel = Channel::new(16);
+        let first = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let second = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        let mut reader = channel.join(filter(), 0);
+        assert!(reader
+            .poll_drain(&mut Context::from_waker(&w1), |_, _| {})
+            .is_pending());
+        // Same task again: nothing new, answered without the lock, still registered.
+        assert!(reader
+            .poll_drain(&mut Context::from_waker(&w1), |_, _| {})
+            .is_pending());
+        // Another task: its waker replaces the first one.
+        assert!(reader
+            .poll_drain(&mut Context::from_waker(&w2), |_, _| {})
+            .is_pending());
+        channel.append(&entry(1));
+        let woken = |c: &Count| c.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!((woken(&first), woken(&second)), (0, 1));
+        // A new round: the old slot is gone, the look takes the lock and registers again.
+        assert!(matches!(
+            reader.poll_drain(&mut Context::from_waker(&w2), |_, _| {}),
+            Poll::Ready(Ok(true))
+        ));
+        assert!(reader
+            .poll_drain(&mut Context::from_waker(&w2), |_, _| {})
+            .is_pending());
+        channel.close();
+        assert_eq!(woken(&second), 2);
+        assert!(matches!(
+            reader.poll_drain(&mut Context::from_waker(&w2), |_, _| {}),
+            Poll::Ready(Err(End::Closed))
+        ));
     }
 
     #[test]

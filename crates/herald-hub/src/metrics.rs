@@ -133,7 +133,7 @@ impl HubMetrics {
         registry.register(
             "herald_delivery_seconds",
             "Time from an update's commit to its frame leaving the subscriber's queue \
-             (one sample per batch taken together: its oldest frame)",
+             (sampled: the oldest frame of one batch in 16 taken together)",
             self.delivery_seconds.clone(),
         );
         registry.register(
