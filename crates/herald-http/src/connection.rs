@@ -281,6 +281,12 @@ async fn run_stream(socket: TcpStream, mut head: BytesMut, offered: Offered) {
             .as_mut()
             .is_some_and(|d| d.as_mut().poll(cx).is_ready())
     };
+    // The tick future is polled when it is new (to register) and when the ticker moved on, not
+    // at every wake-up: its poll takes a lock that all streams share, and under load streams
+    // wake up thousands of times between two ticks. `peek` tells, with one atomic load.
+    let mut peek = ticks.clone();
+    peek.borrow_and_update();
+    let mut tick_armed = false;
     let mut tick = Box::pin(next_tick(ticks));
     let ended_cleanly = std::future::poll_fn(|cx| {
         for _ in 0..BATCHES_PER_POLL {
@@ -308,7 +314,16 @@ async fn run_stream(socket: TcpStream, mut head: BytesMut, offered: Offered) {
                 Poll::Ready(Err(_)) => return Poll::Ready(false),
                 Poll::Pending => {}
             }
-            if let Poll::Ready((changed, ticks)) = tick.as_mut().poll(cx) {
+            let tick_due = !tick_armed || peek.has_changed().unwrap_or(true);
+            let fired = if tick_due {
+                let polled = tick.as_mut().poll(cx);
+                tick_armed = polled.is_pending();
+                polled
+            } else {
+                Poll::Pending
+            };
+            if let Poll::Ready((changed, ticks)) = fired {
+                peek.borrow_and_update();
                 tick.set(next_tick(ticks));
                 if changed.is_err() {
                     // No ticker any more (the router is gone): nothing else to do than end.

@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long connections may take to finish before they are cut.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Threads that write the event streams of HTTP/1.1 subscribers (apart from the threads
+    /// that serve requests); 0 for one per CPU.
+    #[arg(long, env = "HERALD_STREAM_THREADS", default_value_t = 0)]
+    stream_threads: usize,
     /// Send a `:` comment when a stream was idle this long.
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "40s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
@@ -311,6 +315,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tls,
         header_read_timeout: args.header_timeout,
         shutdown_grace: args.shutdown_grace,
+        stream_threads: args.stream_threads,
         ..ServerConfig::default()
     })
     .await
