@@ -15,7 +15,7 @@ OUT=${OUT:-$SCEN_DIR/out}        # where the Markdown tables and raw JSON go
 SIZE=${SIZE:-100}                # bytes of each update's data
 CONNECT_RATE=${CONNECT_RATE:-10000}   # new subscriber connections per second
 HEARTBEAT=${HEARTBEAT:-40}       # seconds: Herald --heartbeat and Nchan's ping interval
-BENCH_PROCESSES=${BENCH_PROCESSES:-}  # --processes; default: one per 2,500 subscribers up to 2 per CPU, one per 9,000 at least, 2 from 1,000 on
+BENCH_PROCESSES=${BENCH_PROCESSES:-}  # --processes; default: one per 9,000 subscribers, at least 2 from 1,000 on
 SOURCE_ADDRS=${SOURCE_ADDRS:-}   # --source-addrs; default: 4 from 5,000 subscribers on, else 1
 KEEP_TMP=${KEEP_TMP:-0}          # 1: keep the temporary directory (hub logs, data dirs)
 EXTRA_BENCH_ARGS=${EXTRA_BENCH_ARGS:-}  # appended to every `herald bench fanout` (word-split)
@@ -295,16 +295,7 @@ common_args() {
     local n=$1 p a
     # At least two worker processes from 1,000 subscribers on: one worker decodes on one core,
     # and at millions of events per second a single one is slower than the hub it measures.
-    # As `herald bench fanout` by default: one per 2,500 subscribers up to two per CPU, at least
-    # one per 9,000 (a worker reads its sockets one after the other: with too few, the
-    # generator's own queueing shows in the latencies).
-    local cpus busy
-    cpus=$(nproc)
-    busy=$(( (n + 2499) / 2500 ))
-    (( busy > 2 * cpus )) && busy=$(( 2 * cpus ))
-    p=$(( (n + 8999) / 9000 ))
-    (( busy > p )) && p=$busy
-    p=${BENCH_PROCESSES:-$p}
+    p=${BENCH_PROCESSES:-$(( (n + 8999) / 9000 ))}
     (( n >= 1000 && p < 2 )) && p=2
     (( p < 1 )) && p=1
     a=${SOURCE_ADDRS:-$(( n >= 5000 ? 4 : 1 ))}

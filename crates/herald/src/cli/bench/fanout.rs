@@ -39,11 +39,6 @@ const MAX_PER_PROCESS: u64 = 19_000;
 const MAX_PER_SOURCE: u64 = 10_000;
 /// Subscribers per worker process and per source address when not told.
 const DEFAULT_SHARE: u64 = 9_000;
-/// Subscribers per worker process from which more processes are started, up to two per CPU:
-/// a worker reads its sockets one after the other, and with too few of them the generator's own
-/// queueing shows in the latencies it reports (10,000 subscribers × 200 updates/s on 2 CPUs:
-/// p99 151-175 ms with 4 processes, 189-193 ms with 2, over a second with 1).
-const BUSY_SHARE: u64 = 2_500;
 /// Most publish requests in flight.
 const PUBLISH_CONCURRENCY: usize = 64;
 
@@ -81,8 +76,7 @@ pub struct FanoutArgs {
     /// Most new connections per second, over all workers (0: no limit).
     #[arg(long, default_value_t = 10_000.0, value_parser = non_negative)]
     connect_rate: f64,
-    /// Subscriber worker processes (default: one per 2,500 subscribers up to two per CPU, and at
-    /// least one per 9,000).
+    /// Subscriber worker processes (default: one per 9,000 subscribers).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     processes: Option<u32>,
     /// Bind subscriber sockets to 127.0.0.1 … 127.0.0.A, round-robin (default: one per 9,000
@@ -162,8 +156,7 @@ async fn bench(args: &FanoutArgs) -> Result<Report, String> {
     let processes = if n == 0 {
         0
     } else if processes == 0 {
-        let cpus = std::thread::available_parallelism().map_or(1, |c| c.get() as u64);
-        div_ceil(n, DEFAULT_SHARE).max(div_ceil(n, BUSY_SHARE).min(2 * cpus))
+        div_ceil(n, DEFAULT_SHARE)
     } else {
         processes.min(n)
     };
