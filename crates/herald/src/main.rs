@@ -5,6 +5,12 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: the publish path makes a few dozen small
+/// allocations per request, and glibc's malloc and free took about a fifth of the hub's CPU there
+/// (bench/RESULTS.md, session 5).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let (args, argv) = match cli::parse() {
         Ok(parsed) => parsed,
