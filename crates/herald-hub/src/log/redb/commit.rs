@@ -2,6 +2,8 @@
 //! log).
 //!
 //! redb runs one write transaction at a time and a durable write blocks until its fsync returns.
+//! Appends are answered once their log record is durable; another thread inserts them into redb
+//! meanwhile (see [`super::settle`]).
 //! Every write runs here, one after the other, fed through a channel: handing a batch over costs
 //! one wake-up of a thread that is already waiting for it, where tokio's blocking pool would need
 //! a new task per commit and a pool thread to pick it up. Reads do not come here: they run on the

@@ -1,16 +1,21 @@
 //! The write side of the store, owned by the commit thread: the redb database and its
 //! write-ahead log (see [`super::wal`] for why there is one).
 //!
-//! An append is durable once its record is in the log; it is then committed to redb without
-//! durability, which makes it visible to readers at once. A durable redb commit (a checkpoint,
-//! every [`CHECKPOINT_BYTES`] of log, at every trim and when the store closes) writes everything
-//! committed so far, after which the log is emptied.
+//! An append is durable once its record is in the log; it is answered then, and waits in the
+//! [`Landing`] list until the settling thread (see [`super::settle`]) inserts it into redb
+//! without durability (in memory, visible to readers), with the other batches waiting, in one
+//! transaction. A durable
+//! redb commit (a checkpoint, every [`CHECKPOINT_BYTES`] of log, at every trim and when the store
+//! closes) settles what waits, then writes everything committed so far, after which the log is
+//! emptied.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase};
 
+use super::landing::Landing;
+use super::settle::SettlerThread;
 use super::wal::{Wal, CHECKPOINT_BYTES};
 use super::{decode, meta_value, store_error, Row, BYTES, IDS, LAST_POSITION, META, UPDATES};
 use crate::log::StoreError;
@@ -21,12 +26,29 @@ pub(super) struct WriteSide {
     wal: Wal,
     /// The highest position appended, durable in the log or in redb.
     last: Position,
+    /// Durable appends not yet in redb.
+    landing: Landing,
+    /// The thread that moves them into redb.
+    settler: SettlerThread,
 }
+
+/// Rows waiting in the landing list from which an append wakes the settling thread: one redb
+/// transaction for many batches costs far less than one per batch.
+const WAKE_ROWS: usize = 512;
+/// Rows waiting in the landing list from which an append settles them at once, even when other
+/// batches are waiting to be written.
+pub(super) const SETTLE_ROWS: usize = 4096;
+/// Rows waiting from which appends are refused: settling has failed for that long.
+const REFUSE_ROWS: usize = 64 * 1024;
 
 impl WriteSide {
     /// Opens the log at `wal_path`, appends to redb what it holds beyond redb's last durable
     /// position, durably, and empties it.
-    pub(super) fn open(db: Arc<Database>, wal_path: &Path) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        db: Arc<Database>,
+        wal_path: &Path,
+        landing: Landing,
+    ) -> Result<Self, StoreError> {
         let opening = |e: std::io::Error| StoreError::Open(format!("{}: {e}", wal_path.display()));
         let (wal, records) = Wal::open(wal_path).map_err(opening)?;
         let last = {
@@ -34,7 +56,15 @@ impl WriteSide {
             let meta = txn.open_table(META).map_err(store_error)?;
             meta_value(&meta, LAST_POSITION)?
         };
-        let mut side = Self { db, wal, last };
+        let settler = SettlerThread::start(Arc::clone(&db), landing.clone())
+            .map_err(|e| StoreError::Open(format!("cannot start the settling thread: {e}")))?;
+        let mut side = Self {
+            db,
+            wal,
+            last,
+            landing,
+            settler,
+        };
         let mut rows = Vec::new();
         let mut next = last + 1;
         'records: for record in records {
@@ -56,10 +86,11 @@ impl WriteSide {
             }
         }
         if !rows.is_empty() {
-            side.insert(&rows, Durability::Immediate)?;
+            let count = rows.len();
+            side.insert(&[Arc::new(rows)], Durability::Immediate)?;
             side.last = next - 1;
             tracing::info!(
-                count = rows.len(),
+                count,
                 last = side.last,
                 "recovered updates from the write-ahead log"
             );
@@ -68,36 +99,54 @@ impl WriteSide {
         Ok(side)
     }
 
-    /// Appends a batch: durable in the log, then visible in redb. On error none of it is
-    /// visible, and none of it comes back after a restart.
-    pub(super) fn append(&mut self, rows: &[Row]) -> Result<(), StoreError> {
+    /// Appends a batch: durable in the log, and visible to readers in the landing list. On error
+    /// none of it is visible, and none of it comes back after a restart.
+    pub(super) fn append(&mut self, rows: Vec<Row>) -> Result<(), StoreError> {
         let (Some(first), Some(newest)) = (rows.first(), rows.last()) else {
             return Ok(());
         };
-        if first.position <= self.last {
+        let newest = newest.position;
+        if first.position != self.last + 1 {
             return Err(StoreError::Io(format!(
                 "refusing an out-of-order append: position {} after position {}",
                 first.position, self.last
             )));
         }
-        let before = self.wal.len();
+        if self.landing.rows() >= REFUSE_ROWS {
+            return Err(StoreError::Io(
+                "the store cannot insert into its file (see the earlier warnings); refusing appends"
+                    .into(),
+            ));
+        }
         self.wal
             .append(first.position, rows.iter().map(|r| r.value.as_slice()))
             .map_err(|e| StoreError::Io(format!("writing the write-ahead log: {e}")))?;
-        if let Err(e) = self.insert(rows, Durability::None) {
-            self.wal.cut_back(before);
-            return Err(e);
-        }
-        self.last = newest.position;
+        self.last = newest;
+        self.landing.push(Arc::new(rows));
         if self.wal.len() >= CHECKPOINT_BYTES {
             self.checkpoint();
+        } else if self.landing.rows() >= SETTLE_ROWS {
+            // The settling thread falls behind: wait for it here rather than let the list grow.
+            self.settle();
+        } else if self.landing.rows() >= WAKE_ROWS {
+            self.settler.wake();
         }
         Ok(())
+    }
+
+    /// Inserts every waiting batch into redb, in one transaction without durability, then takes
+    /// them off the landing list. On failure they stay there (still durable in the log, still
+    /// read from the list) and the next settle tries again. Returns whether nothing waits.
+    pub(super) fn settle(&mut self) -> bool {
+        self.settler.settle()
     }
 
     /// Makes everything committed so far durable in redb, then empties the log. On failure the
     /// log keeps it all and the next checkpoint tries again.
     pub(super) fn checkpoint(&mut self) {
+        if !self.settle() {
+            return; // the log keeps what could not be inserted
+        }
         let committed = (|| -> Result<(), redb::Error> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -113,7 +162,7 @@ impl WriteSide {
     }
 
     /// The database, for writes that make their own durable commit (trimming); call
-    /// [`WriteSide::emptied_after_durable_commit`] after one.
+    /// [`WriteSide::settle`] before and [`WriteSide::emptied_after_durable_commit`] after one.
     pub(super) fn db(&self) -> &Database {
         &self.db
     }
@@ -128,18 +177,39 @@ impl WriteSide {
 
     /// Inserts the rows, their ids and the new totals in one transaction. Returning early drops
     /// the transaction, which aborts it, so no part of a failed batch is seen.
-    fn insert(&mut self, rows: &[Row], durability: Durability) -> Result<(), StoreError> {
-        let Some(newest) = rows.last().map(|r| r.position) else {
+    fn insert(
+        &mut self,
+        batches: &[Arc<Vec<Row>>],
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        insert(&self.db, batches, durability)
+    }
+}
+
+/// Inserts the rows, their ids and the new totals in one transaction. Returning early drops the
+/// transaction, which aborts it, so no part of a failed batch is seen.
+pub(super) fn insert(
+    db: &Database,
+    batches: &[Arc<Vec<Row>>],
+    durability: Durability,
+) -> Result<(), StoreError> {
+    {
+        let Some(newest) = batches
+            .iter()
+            .rev()
+            .find_map(|b| b.last())
+            .map(|r| r.position)
+        else {
             return Ok(());
         };
-        let mut txn = self.db.begin_write().map_err(store_error)?;
+        let mut txn = db.begin_write().map_err(store_error)?;
         txn.set_durability(durability).map_err(store_error)?;
         {
             let mut meta = txn.open_table(META).map_err(store_error)?;
             let mut updates = txn.open_table(UPDATES).map_err(store_error)?;
             let mut ids = txn.open_table(IDS).map_err(store_error)?;
             let mut added: u64 = 0;
-            for row in rows {
+            for row in batches.iter().flat_map(|b| b.iter()) {
                 updates
                     .insert(row.position, row.value.as_slice())
                     .map_err(store_error)?;

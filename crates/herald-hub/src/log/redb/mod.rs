@@ -31,12 +31,15 @@ use redb::{
 mod commit;
 mod durable;
 mod encoding;
+mod landing;
+mod settle;
 mod wal;
 
 pub(super) use encoding::{decode, encode};
 
 use self::commit::CommitThread;
 use self::durable::WriteSide;
+use self::landing::Landing;
 use super::memory::{check_order, size_of, Expiry, TRIM_CHUNK};
 use super::{Retention, Store, StoreError};
 use crate::update::{id_names_position, position_in_generated_id, Position, StoredUpdate};
@@ -59,9 +62,12 @@ pub struct RedbStore {
     // clone is dropped.
     db: Arc<Database>,
     writer: Arc<CommitThread>,
+    /// Durable appends not yet in redb; every read looks here first.
+    landing: Landing,
 }
 
 /// One update of a batch, encoded on the caller's thread so the commit thread gets owned bytes.
+#[derive(Debug)]
 struct Row {
     position: Position,
     /// The id, for the `ids` table; `None` when it names its own position (no entry needed).
@@ -109,13 +115,26 @@ impl RedbStore {
         }
         txn.commit().map_err(|e| opening(e.into()))?;
         let db = Arc::new(db);
-        let side = WriteSide::open(Arc::clone(&db), &path.with_extension("wal"))?;
+        let landing = Landing::default();
+        let side = WriteSide::open(
+            Arc::clone(&db),
+            &path.with_extension("wal"),
+            landing.clone(),
+        )?;
         let writer = CommitThread::start(side)
             .map_err(|e| StoreError::Open(format!("cannot start the commit thread: {e}")))?;
         Ok(Self {
             db,
             writer: Arc::new(writer),
+            landing,
         })
+    }
+
+    /// Moves every durable append into redb now (tests look into redb directly).
+    #[cfg(test)]
+    async fn settled(&self) {
+        let settled = self.writer.write(|side| Ok(side.settle())).await;
+        assert!(matches!(settled, Ok(true)), "{settled:?}");
     }
 
     /// Runs `op` on the blocking pool.
@@ -140,7 +159,7 @@ impl Store for RedbStore {
         let rows: Vec<Row> = batch.iter().map(|u| Row::new(u, encode(u))).collect();
         // The whole batch in one record of the write-ahead log and one redb transaction: the
         // group commit.
-        self.writer.write(move |side| side.append(&rows)).await
+        self.writer.write(move |side| side.append(rows)).await
     }
 
     async fn read_after(
@@ -151,7 +170,10 @@ impl Store for RedbStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let landing = self.landing.clone();
         self.run(move |db| {
+            // The landing list first, then redb (see `landing` for why this order finds all).
+            let landed = landing.read_after(after, limit)?;
             let txn = db.begin_read().map_err(store_error)?;
             let table = txn.open_table(UPDATES).map_err(store_error)?;
             let range = table
@@ -163,12 +185,24 @@ impl Store for RedbStore {
                 let (key, value) = entry.map_err(store_error)?;
                 out.push(decode(key.value(), value.value())?);
             }
+            // The list holds the newest positions; redb may hold some of them too by now.
+            let newest = out.last().map_or(after, |u| u.position);
+            let room = limit.saturating_sub(out.len());
+            out.extend(
+                landed
+                    .into_iter()
+                    .filter(|u| u.position > newest)
+                    .take(room),
+            );
             Ok(out)
         })
         .await
     }
 
     async fn position_of(&self, id: &str) -> Result<Option<Position>, StoreError> {
+        if let Some(position) = self.landing.position_of(id) {
+            return Ok(Some(position));
+        }
         let id = id.to_owned();
         self.run(move |db| {
             let txn = db.begin_read().map_err(store_error)?;
@@ -199,22 +233,28 @@ impl Store for RedbStore {
     }
 
     async fn last_position(&self) -> Result<Position, StoreError> {
-        self.run(|db| {
-            let txn = db.begin_read().map_err(store_error)?;
-            let meta = txn.open_table(META).map_err(store_error)?;
-            meta_value(&meta, LAST_POSITION)
-        })
-        .await
+        let landed = self.landing.bounds().map_or(0, |(_, last)| last);
+        let stored = self
+            .run(|db| {
+                let txn = db.begin_read().map_err(store_error)?;
+                let meta = txn.open_table(META).map_err(store_error)?;
+                meta_value(&meta, LAST_POSITION)
+            })
+            .await?;
+        Ok(stored.max(landed))
     }
 
     async fn first_position(&self) -> Result<Option<Position>, StoreError> {
-        self.run(|db| {
-            let txn = db.begin_read().map_err(store_error)?;
-            let updates = txn.open_table(UPDATES).map_err(store_error)?;
-            let first = updates.first().map_err(store_error)?;
-            Ok(first.map(|(key, _)| key.value()))
-        })
-        .await
+        let landed = self.landing.bounds().map(|(first, _)| first);
+        let stored = self
+            .run(|db| {
+                let txn = db.begin_read().map_err(store_error)?;
+                let updates = txn.open_table(UPDATES).map_err(store_error)?;
+                let first = updates.first().map_err(store_error)?;
+                Ok(first.map(|(key, _)| key.value()))
+            })
+            .await?;
+        Ok(stored.or(landed))
     }
 
     async fn trim(&self, retention: &Retention, now_ms: u64) -> Result<u64, StoreError> {
@@ -223,6 +263,10 @@ impl Store for RedbStore {
         };
         self.writer
             .write(move |side| {
+                // Retention counts what redb holds: everything durable goes in first.
+                if !side.settle() {
+                    return Ok(0);
+                }
                 // A durable commit (redb's default): it also writes every append committed
                 // before it, so the write-ahead log can be emptied after it.
                 let txn = side.db().begin_write().map_err(store_error)?;
@@ -366,6 +410,7 @@ mod tests {
         four.id = "given".into();
         store.append(&[one.clone(), two.clone()]).await.unwrap();
         store.append(&[three.clone(), four.clone()]).await.unwrap();
+        store.settled().await;
         assert_eq!(
             indexed_ids(&store),
             vec![("given".to_owned(), 4), (three.id.clone(), 3)]
@@ -404,6 +449,7 @@ mod tests {
         // Written the old way: every id indexed, generated ones included.
         let (one, two) = (generated(1), generated(2));
         store.append(&[one.clone(), two.clone()]).await.unwrap();
+        store.settled().await;
         {
             let txn = store.db.begin_write().unwrap();
             {
@@ -432,6 +478,7 @@ mod tests {
         let mut second = sample(2);
         second.id = "second".into();
         store.append(&[second.clone()]).await.unwrap();
+        store.settled().await;
         {
             let txn = store.db.begin_write().unwrap();
             txn.open_table(UPDATES)
@@ -454,5 +501,68 @@ mod tests {
         // Its id could not be read, so its `ids` entry stayed; it must not be answered.
         assert_eq!(store.position_of(&sample(1).id).await.unwrap(), None);
         assert_eq!(store.position_of("second").await.unwrap(), Some(2));
+    }
+
+    /// Appends answered but not yet inserted into redb (the landing list) are read, found by
+    /// id and counted like the others, alone and together with rows already in redb.
+    #[tokio::test]
+    async fn appends_waiting_for_redb_are_read_like_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let store = RedbStore::open(&path).unwrap();
+        let with_id = |p: Position| StoredUpdate {
+            id: format!("id-{p}"),
+            ..sample(p)
+        };
+        let all: Vec<StoredUpdate> = (1..=6)
+            .map(|p| if p % 2 == 0 { with_id(p) } else { generated(p) })
+            .collect();
+        // Nothing reaches the settling thread's threshold: all of it waits in the list.
+        store.append(&all[..2]).await.unwrap();
+        assert_eq!(store.landing.rows(), 2);
+        assert!(indexed_ids(&store).is_empty());
+        assert_eq!(store.last_position().await.unwrap(), 2);
+        assert_eq!(store.first_position().await.unwrap(), Some(1));
+        assert_eq!(store.read_after(0, 10).await.unwrap(), all[..2].to_vec());
+        assert_eq!(store.position_of("id-2").await.unwrap(), Some(2));
+        assert_eq!(store.position_of(&all[0].id).await.unwrap(), Some(1));
+        let other = crate::update::generated_id(1, 1);
+        assert_eq!(store.position_of(&other).await.unwrap(), None);
+
+        // Half in redb, half waiting: one read crosses from one to the other.
+        store.settled().await;
+        store.append(&all[2..]).await.unwrap();
+        assert_eq!(store.landing.rows(), 4);
+        assert_eq!(store.read_after(0, 10).await.unwrap(), all);
+        assert_eq!(store.read_after(1, 3).await.unwrap(), all[1..4].to_vec());
+        assert_eq!(store.read_after(3, 2).await.unwrap(), all[3..5].to_vec());
+        assert_eq!(store.read_after(6, 10).await.unwrap(), vec![]);
+        for u in &all {
+            assert_eq!(store.position_of(&u.id).await.unwrap(), Some(u.position));
+        }
+        assert_eq!(store.last_position().await.unwrap(), 6);
+
+        // An append must follow the last position exactly.
+        let err = store.append(&[sample(8)]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+
+        // Trimming settles first, so retention counts all six.
+        let keep_four = Retention {
+            max_updates: Some(4),
+            max_age: None,
+            max_bytes: None,
+        };
+        assert_eq!(store.trim(&keep_four, 0).await.unwrap(), 2);
+        assert_eq!(store.landing.rows(), 0);
+        assert_eq!(store.read_after(0, 10).await.unwrap(), all[2..].to_vec());
+
+        // Waiting rows survive a restart through the write-ahead log.
+        let more = [with_id(7), generated(8)];
+        store.append(&more).await.unwrap();
+        drop(store);
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.last_position().await.unwrap(), 8);
+        assert_eq!(store.position_of("id-7").await.unwrap(), Some(7));
+        assert_eq!(store.read_after(6, 10).await.unwrap(), more.to_vec());
     }
 }
