@@ -87,7 +87,7 @@ impl WriteSide {
         }
         if !rows.is_empty() {
             let count = rows.len();
-            side.insert(&[Arc::new(rows)], Durability::Immediate)?;
+            insert(&side.db, &[Arc::new(rows)], Durability::Immediate)?;
             side.last = next - 1;
             tracing::info!(
                 count,
@@ -122,21 +122,20 @@ impl WriteSide {
             .append(first.position, rows.iter().map(|r| r.value.as_slice()))
             .map_err(|e| StoreError::Io(format!("writing the write-ahead log: {e}")))?;
         self.last = newest;
-        self.landing.push(Arc::new(rows));
+        let waiting = self.landing.push(Arc::new(rows));
         if self.wal.len() >= CHECKPOINT_BYTES {
             self.checkpoint();
-        } else if self.landing.rows() >= SETTLE_ROWS {
+        } else if waiting >= SETTLE_ROWS {
             // The settling thread falls behind: wait for it here rather than let the list grow.
             self.settle();
-        } else if self.landing.rows() >= WAKE_ROWS {
+        } else if waiting >= WAKE_ROWS {
             self.settler.wake();
         }
         Ok(())
     }
 
-    /// Inserts every waiting batch into redb, in one transaction without durability, then takes
-    /// them off the landing list. On failure they stay there (still durable in the log, still
-    /// read from the list) and the next settle tries again. Returns whether nothing waits.
+    /// Moves every waiting batch into redb now (see [`super::settle`]). Returns whether nothing
+    /// waits.
     pub(super) fn settle(&mut self) -> bool {
         self.settler.settle()
     }
@@ -174,16 +173,6 @@ impl WriteSide {
             tracing::warn!(error = %e, "cannot empty the write-ahead log");
         }
     }
-
-    /// Inserts the rows, their ids and the new totals in one transaction. Returning early drops
-    /// the transaction, which aborts it, so no part of a failed batch is seen.
-    fn insert(
-        &mut self,
-        batches: &[Arc<Vec<Row>>],
-        durability: Durability,
-    ) -> Result<(), StoreError> {
-        insert(&self.db, batches, durability)
-    }
 }
 
 /// Inserts the rows, their ids and the new totals in one transaction. Returning early drops the
@@ -193,38 +182,36 @@ pub(super) fn insert(
     batches: &[Arc<Vec<Row>>],
     durability: Durability,
 ) -> Result<(), StoreError> {
+    let Some(newest) = batches
+        .iter()
+        .rev()
+        .find_map(|b| b.last())
+        .map(|r| r.position)
+    else {
+        return Ok(());
+    };
+    let mut txn = db.begin_write().map_err(store_error)?;
+    txn.set_durability(durability).map_err(store_error)?;
     {
-        let Some(newest) = batches
-            .iter()
-            .rev()
-            .find_map(|b| b.last())
-            .map(|r| r.position)
-        else {
-            return Ok(());
-        };
-        let mut txn = db.begin_write().map_err(store_error)?;
-        txn.set_durability(durability).map_err(store_error)?;
-        {
-            let mut meta = txn.open_table(META).map_err(store_error)?;
-            let mut updates = txn.open_table(UPDATES).map_err(store_error)?;
-            let mut ids = txn.open_table(IDS).map_err(store_error)?;
-            let mut added: u64 = 0;
-            for row in batches.iter().flat_map(|b| b.iter()) {
-                updates
-                    .insert(row.position, row.value.as_slice())
-                    .map_err(store_error)?;
-                // An id that names its own position is found without an entry (see
-                // `RedbStore::position_of`). A duplicate id (which the hub should have rejected)
-                // points at the newer update.
-                if let Some(id) = &row.indexed_id {
-                    ids.insert(id.as_str(), row.position).map_err(store_error)?;
-                }
-                added = added.saturating_add(row.size);
+        let mut meta = txn.open_table(META).map_err(store_error)?;
+        let mut updates = txn.open_table(UPDATES).map_err(store_error)?;
+        let mut ids = txn.open_table(IDS).map_err(store_error)?;
+        let mut added: u64 = 0;
+        for row in batches.iter().flat_map(|b| b.iter()) {
+            updates
+                .insert(row.position, row.value.as_slice())
+                .map_err(store_error)?;
+            // An id that names its own position is found without an entry (see
+            // `RedbStore::position_of`). A duplicate id (which the hub should have rejected)
+            // points at the newer update.
+            if let Some(id) = &row.indexed_id {
+                ids.insert(id.as_str(), row.position).map_err(store_error)?;
             }
-            let bytes = meta_value(&meta, BYTES)?.saturating_add(added);
-            meta.insert(BYTES, bytes).map_err(store_error)?;
-            meta.insert(LAST_POSITION, newest).map_err(store_error)?;
+            added = added.saturating_add(row.size);
         }
-        txn.commit().map_err(store_error)
+        let bytes = meta_value(&meta, BYTES)?.saturating_add(added);
+        meta.insert(BYTES, bytes).map_err(store_error)?;
+        meta.insert(LAST_POSITION, newest).map_err(store_error)?;
     }
+    txn.commit().map_err(store_error)
 }

@@ -35,8 +35,8 @@ impl Landing {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a batch that has just become durable.
-    pub(super) fn push(&self, batch: Arc<Vec<Row>>) {
+    /// Adds a batch that has just become durable; returns the number of rows now waiting.
+    pub(super) fn push(&self, batch: Arc<Vec<Row>>) -> usize {
         let mut b = self.lock();
         for row in batch.iter() {
             if let Some(id) = &row.indexed_id {
@@ -45,6 +45,7 @@ impl Landing {
         }
         b.rows += batch.len();
         b.batches.push_back(batch);
+        b.rows
     }
 
     /// The batches waiting, oldest first (shared, not removed).
