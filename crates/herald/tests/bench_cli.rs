@@ -230,6 +230,12 @@ async fn fanout_delivers_every_update_to_every_subscriber() {
         "{report}"
     );
     assert_eq!(report["generator"]["processes"], 3, "{report}");
+    // Every delivery came with some read; a read may carry several.
+    let reads_per_s = report["generator"]["reads_per_s"].as_f64().unwrap();
+    assert!(
+        reads_per_s > 0.0 && reads_per_s <= report["delivered_per_s"].as_f64().unwrap() * 2.0,
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -264,6 +270,11 @@ async fn fanout_idle_reports_memory_per_subscriber() {
     );
     assert!(
         hub_process["rss_per_subscriber_kib"].as_f64().is_some(),
+        "{report}"
+    );
+    // The hub runs as this test's user: its /proc/PID/io is readable.
+    assert!(
+        hub_process["write_calls_per_s"].as_f64().is_some(),
         "{report}"
     );
 }

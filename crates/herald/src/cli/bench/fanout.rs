@@ -353,9 +353,15 @@ async fn bench(args: &FanoutArgs) -> Result<Report, String> {
         .map(|(r, c)| r.cpu_ticks.saturating_sub(c.cpu_ticks))
         .sum();
     let own_ticks = own_after.cpu_ticks.saturating_sub(own_start.cpu_ticks);
+    let reads: u64 = reports
+        .iter()
+        .zip(&connected)
+        .map(|(r, c)| r.reads.saturating_sub(c.reads))
+        .sum();
     let generator = Generator::new(
         processes + 1,
         (worker_ticks + own_ticks) as f64 / ticks,
+        reads,
         window_s,
         own_after.rss_kib + sum(|r| r.rss_kib),
     );

@@ -206,6 +206,9 @@ struct ProcSample {
     rss_kib: u64,
     /// Peak resident set size (`VmHWM`), in KiB.
     peak_rss_kib: u64,
+    /// Write-type system calls so far (`syscw` of `/proc/PID/io`; `write`, `writev`, `sendmsg`…),
+    /// when that file is readable (it needs the process's owner or root).
+    write_calls: Option<u64>,
 }
 
 impl ProcSample {
@@ -239,10 +242,18 @@ impl ProcSample {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
                 .unwrap_or(0)
         };
+        let write_calls = std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("syscw:"))
+                    .and_then(|v| v.trim().parse().ok())
+            });
         Ok(Self {
             cpu_ticks,
             rss_kib: kib("VmRSS:"),
             peak_rss_kib: kib("VmHWM:"),
+            write_calls,
         })
     }
 }

@@ -112,6 +112,9 @@ pub(super) struct Connected {
     pub per_target: Vec<u64>,
     /// The worker's CPU time so far, in clock ticks.
     pub cpu_ticks: u64,
+    /// Reads that returned stream bytes so far.
+    #[serde(default)]
+    pub reads: u64,
 }
 
 /// A worker's deliveries.
@@ -153,6 +156,9 @@ pub(super) struct WorkerReport {
     pub latency: Vec<(u64, u64)>,
     /// The worker's CPU time so far, in clock ticks.
     pub cpu_ticks: u64,
+    /// Reads that returned stream bytes so far.
+    #[serde(default)]
+    pub reads: u64,
     /// The worker's resident set size, in KiB.
     pub rss_kib: u64,
 }

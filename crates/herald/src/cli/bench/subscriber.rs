@@ -74,6 +74,8 @@ pub(super) struct Shared {
     pub stale: Cell<u64>,
     /// When the last distinct update arrived (µs since the Unix epoch).
     pub last_delivery_us: Cell<u64>,
+    /// Reads that returned stream bytes (each one wake-up of a subscriber with data).
+    pub reads: Cell<u64>,
     /// Set to make stalled subscribers read again and find out whether the server ended them.
     pub probe: watch::Sender<bool>,
     /// Subscribers that stalled (stopped reading).
@@ -117,6 +119,7 @@ impl Shared {
             since_us,
             stale: Cell::new(0),
             last_delivery_us: Cell::new(0),
+            reads: Cell::new(0),
             probe: watch::channel(false).0,
             stalled_waiting: Cell::new(0),
             probed: Cell::new(0),
@@ -402,6 +405,7 @@ async fn pump(
                 step = Some(Step::Failed("the server closed the connection".into()));
                 return Ok(());
             }
+            shared.reads.set(shared.reads.get() + 1);
             let bytes = buf.get(..n).unwrap_or_default();
             step = Some(handle(shared, j, framing, decoder, bytes, unix_micros()));
             if n < buf.len() {

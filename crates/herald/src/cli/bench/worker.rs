@@ -180,6 +180,7 @@ async fn work(args: WorkerArgs) -> Result<(), String> {
         connect_ms,
         per_target,
         cpu_ticks: ProcSample::read("self")?.cpu_ticks,
+        reads: shared.reads.get(),
     }))?;
 
     let Some(Command::Finish {
@@ -260,6 +261,7 @@ fn report(shared: &Shared) -> Result<WorkerReport, String> {
     r.latency = histogram_counts(&shared.latency.borrow());
     let me = ProcSample::read("self")?;
     r.cpu_ticks = me.cpu_ticks;
+    r.reads = shared.reads.get();
     r.rss_kib = me.rss_kib;
     Ok(r)
 }

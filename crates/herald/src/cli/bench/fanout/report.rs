@@ -125,6 +125,11 @@ pub(in super::super) struct HubProcess {
     pub subscribers: u64,
     /// (`rss_connected_kib` − `rss_before_kib`) / `subscribers`.
     pub rss_per_subscriber_kib: Option<f64>,
+    /// Write-type system calls per second of the window (`syscw` of `/proc/PID/io`), when
+    /// readable. Set beside the generator's `reads_per_s`: a generator that keeps up reads about
+    /// as often as the server writes; one that falls behind takes several writes per read, and
+    /// what waits unread in its sockets counts in the latency it measures.
+    pub write_calls_per_s: Option<f64>,
 }
 
 impl HubProcess {
@@ -147,6 +152,13 @@ impl HubProcess {
             _ => 0.0,
         };
         let grown = rss(connected) as f64 - rss(before) as f64;
+        let write_calls = match (window_start, after) {
+            (Some(a), Some(b)) => a
+                .write_calls
+                .zip(b.write_calls)
+                .map(|(a, b)| b.saturating_sub(a)),
+            _ => None,
+        };
         Self {
             pid,
             cpu_s,
@@ -161,6 +173,9 @@ impl HubProcess {
             peak_rss_kib: after.map_or(0, |s| s.peak_rss_kib),
             subscribers,
             rss_per_subscriber_kib: (subscribers > 0).then(|| grown / subscribers as f64),
+            write_calls_per_s: write_calls
+                .filter(|_| window_s > 0.0)
+                .map(|n| n as f64 / window_s),
         }
     }
 }
@@ -176,20 +191,26 @@ pub(in super::super) struct Generator {
     pub cores: f64,
     /// RSS of all its processes at the end, in KiB.
     pub rss_kib: u64,
+    /// Reads of the subscribers' sockets that returned stream bytes, per second of the window.
+    pub reads_per_s: f64,
 }
 
 impl Generator {
-    /// `cpu_s` seconds used in `window_s`.
-    pub(in super::super) fn new(processes: u64, cpu_s: f64, window_s: f64, rss_kib: u64) -> Self {
+    /// `cpu_s` seconds used and `reads` socket reads done in `window_s`.
+    pub(in super::super) fn new(
+        processes: u64,
+        cpu_s: f64,
+        reads: u64,
+        window_s: f64,
+        rss_kib: u64,
+    ) -> Self {
+        let per_s = |x: f64| if window_s > 0.0 { x / window_s } else { 0.0 };
         Self {
             processes,
             cpu_s,
-            cores: if window_s > 0.0 {
-                cpu_s / window_s
-            } else {
-                0.0
-            },
+            cores: per_s(cpu_s),
             rss_kib,
+            reads_per_s: per_s(reads as f64),
         }
     }
 }
@@ -337,10 +358,13 @@ impl Report {
             let per_sub = h
                 .rss_per_subscriber_kib
                 .map_or(String::new(), |k| format!(", {k:.1} KiB/subscriber"));
+            let writes = h.write_calls_per_s.map_or(String::new(), |w| {
+                format!(", {} write calls/s", thousands(w.round() as u64))
+            });
             rows.push((
                 format!("server {}", h.pid),
                 format!(
-                    "{:.2} cores, RSS {} (before {}, peak {}){per_sub}",
+                    "{:.2} cores, RSS {} (before {}, peak {}){per_sub}{writes}",
                     h.cores,
                     mebibytes(h.rss_connected_kib.max(h.rss_kib)),
                     mebibytes(h.rss_before_kib),
@@ -351,10 +375,11 @@ impl Report {
         rows.push((
             "generator".into(),
             format!(
-                "{:.2} cores in {}, RSS {}",
+                "{:.2} cores in {}, RSS {}, {} reads/s",
                 self.generator.cores,
                 count(self.generator.processes, "process", "processes"),
-                mebibytes(self.generator.rss_kib)
+                mebibytes(self.generator.rss_kib),
+                thousands(self.generator.reads_per_s.round() as u64)
             ),
         ));
 
