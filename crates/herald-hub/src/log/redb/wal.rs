@@ -23,8 +23,11 @@ use std::path::Path;
 
 use crate::update::Position;
 
-/// Log size from which the store checkpoints after an append.
-pub(super) const CHECKPOINT_BYTES: u64 = 8 << 20;
+/// Log size from which the store checkpoints after an append. A checkpoint's durable redb
+/// commit holds up the appends behind it, for a time that grows with what it writes: at 2 MiB
+/// the slowest publishes of a 100,000-update run were 40-118 ms against 76-206 ms at 8 MiB, at
+/// the same throughput (bench/RESULTS.md, session 7). 1 MiB gave erratic maxima.
+pub(super) const CHECKPOINT_BYTES: u64 = 2 << 20;
 
 /// One batch read back from the log.
 #[derive(Debug, PartialEq, Eq)]
