@@ -206,8 +206,8 @@ struct ProcSample {
     rss_kib: u64,
     /// Peak resident set size (`VmHWM`), in KiB.
     peak_rss_kib: u64,
-    /// Write-type system calls so far (`syscw` of `/proc/PID/io`; `write`, `writev`, `sendmsg`…),
-    /// when that file is readable (it needs the process's owner or root).
+    /// Write calls so far (`syscw` of `/proc/PID/io`: `write`, `writev`, `pwrite`…, not
+    /// `send`/`sendmsg`), when that file is readable (it needs the process's owner or root).
     write_calls: Option<u64>,
 }
 
