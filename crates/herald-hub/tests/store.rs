@@ -347,6 +347,50 @@ async fn redb_recovers_appends_from_its_write_ahead_log() {
     assert_eq!(recovered.last_position().await.unwrap(), 12);
 }
 
+/// Appends that fill the write-ahead log several times over: each time, appends go on in the
+/// other log file while the full one is checkpointed on a thread of its own. Neither file grows
+/// without bound, both are used, and everything is there after reopening.
+#[tokio::test]
+async fn redb_switches_log_files_and_keeps_every_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let store = RedbStore::open(&path).unwrap();
+    // About 4 KiB each: 24 batches of 64 are ~6 MiB of log, three times the checkpoint size.
+    let big = |p: u64| StoredUpdate {
+        data: format!("{p:>4096}"),
+        ..update(p)
+    };
+    let size = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let (mut largest, mut second_used) = (0, false);
+    let mut next = 1;
+    for _ in 0..24 {
+        let batch: Vec<StoredUpdate> = (next..next + 64).map(big).collect();
+        store.append(&batch).await.unwrap();
+        next += 64;
+        largest = largest.max(size("log.wal")).max(size("log.wal2"));
+        second_used |= size("log.wal2") > 0;
+    }
+    assert!(second_used, "appends moved on to the second log file");
+    assert!(largest < 9 << 20, "a log file grew to {largest} bytes");
+    let last = next - 1;
+    assert_eq!(store.last_position().await.unwrap(), last);
+    drop(store);
+    assert_eq!(
+        size("log.wal") + size("log.wal2"),
+        0,
+        "closing checkpoints both"
+    );
+    let store = RedbStore::open(&path).unwrap();
+    let read = store.read_after(0, 10_000).await.unwrap();
+    assert_eq!(positions(&read), (1..=last).collect::<Vec<_>>());
+    assert_eq!(read[700], big(701));
+    assert_eq!(store.position_of("id-1000").await.unwrap(), Some(1000));
+}
+
 #[tokio::test]
 async fn redb_second_open_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();

@@ -90,8 +90,8 @@ impl Row {
 
 impl RedbStore {
     /// Opens the store file at `path` (the hub passes `<data-dir>/log.redb`), creating it and its
-    /// directory when missing, with its write-ahead log beside it (`path` with the extension
-    /// `wal`). Fails with [`StoreError::Open`] when another process holds it.
+    /// directory when missing, with its write-ahead log beside it (`path` with the extensions
+    /// `wal` and `wal2`). Fails with [`StoreError::Open`] when another process holds it.
     ///
     /// This blocks (it may recover the file after a crash and replay the log): call it at
     /// startup, or from `spawn_blocking`.
@@ -118,7 +118,7 @@ impl RedbStore {
         let landing = Landing::default();
         let side = WriteSide::open(
             Arc::clone(&db),
-            &path.with_extension("wal"),
+            [&path.with_extension("wal"), &path.with_extension("wal2")],
             landing.clone(),
         )?;
         let writer = CommitThread::start(side)

@@ -98,6 +98,22 @@ impl SettlerThread {
     pub(super) fn settle(&self) -> bool {
         self.settler.settle()
     }
+
+    /// A handle that settles from another thread (the background checkpoint).
+    pub(super) fn handle(&self) -> SettleHandle {
+        SettleHandle(Arc::clone(&self.settler))
+    }
+}
+
+/// Settles on whichever thread holds it (see [`SettlerThread::settle`]).
+#[derive(Debug, Clone)]
+pub(super) struct SettleHandle(Arc<Settler>);
+
+impl SettleHandle {
+    /// As [`SettlerThread::settle`].
+    pub(super) fn settle(&self) -> bool {
+        self.0.settle()
+    }
 }
 
 impl Drop for SettlerThread {

@@ -1,11 +1,12 @@
-//! The write-ahead log in front of the redb file (`log.wal` beside `log.redb`).
+//! The write-ahead log in front of the redb file (`log.wal` and `log.wal2` beside `log.redb`;
+//! this is one of the two files, see [`super::durable`] for how they take turns).
 //!
 //! A durable redb commit rewrites a dozen scattered pages of a growing file and syncs them: about
 //! half a millisecond of CPU and disk per commit on the benchmark machine, on the path of every
 //! publish. So each batch is first appended here, in one write and one `fdatasync` of a few
 //! kilobytes, and then committed to redb without durability (redb keeps it in memory, visible to
-//! readers, and writes it with its next durable commit). Every few megabytes of log the store
-//! makes one durable redb commit (a checkpoint) and empties this file.
+//! readers, and writes it with its next durable commit). Every [`CHECKPOINT_BYTES`] of log the
+//! store makes one durable redb commit (a checkpoint) and empties this file.
 //!
 //! After a crash redb holds the state of its last durable commit; opening the store appends the
 //! batches of this log that come after it, in order, then checkpoints.
@@ -23,10 +24,9 @@ use std::path::Path;
 
 use crate::update::Position;
 
-/// Log size from which the store checkpoints after an append. A checkpoint's durable redb
-/// commit holds up the appends behind it, for a time that grows with what it writes: at 2 MiB
-/// the slowest publishes of a 100,000-update run were 40-118 ms against 76-206 ms at 8 MiB, at
-/// the same throughput (bench/RESULTS.md, session 7). 1 MiB gave erratic maxima.
+/// Log size from which the store moves appends to the other file and checkpoints this one. The
+/// checkpoint runs on its own thread, but a smaller file still means a shorter durable commit
+/// and less to replay after a crash (bench/RESULTS.md, session 7).
 pub(super) const CHECKPOINT_BYTES: u64 = 2 << 20;
 
 /// One batch read back from the log.
@@ -82,6 +82,11 @@ impl Wal {
     /// Bytes of complete records.
     pub(super) fn len(&self) -> u64 {
         self.end
+    }
+
+    /// Whether it holds no record.
+    pub(super) fn is_empty(&self) -> bool {
+        self.end == 0
     }
 
     /// Appends one batch and waits until it is on disk. On failure the log is cut back to what
