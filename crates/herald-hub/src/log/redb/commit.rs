@@ -8,7 +8,7 @@
 //! one wake-up of a thread that is already waiting for it, where tokio's blocking pool would need
 //! a new task per commit and a pool thread to pick it up. Reads do not come here: they run on the
 //! blocking pool, beside the writes. When the store is dropped the thread makes a last
-//! checkpoint, so the next start has no log to replay.
+//! checkpoint, so the next start has no log to replay, and empties the log files.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -40,7 +40,7 @@ impl CommitThread {
                     // thread goes on serving the next jobs.
                     let _ = catch_unwind(AssertUnwindSafe(|| job(&mut side)));
                 }
-                side.checkpoint();
+                side.close();
             })?;
         Ok(Self {
             jobs: Some(jobs),

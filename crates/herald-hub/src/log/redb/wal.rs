@@ -14,8 +14,18 @@
 //! Format: records one after the other, each `u32 body length | u32 CRC-32 of the body | body`,
 //! little-endian; body: `u64 first position | u32 count | count × (u32 length | encoded update)`
 //! (the encoding of [`super::encoding`]). Reading stops at the first record that is short,
-//! fails its checksum or does not parse: that is a write the crash cut, and it was never
-//! acknowledged.
+//! fails its checksum or does not parse (a write the crash cut, never acknowledged), and at the
+//! first record whose first position does not follow the previous record's last.
+//!
+//! The file is kept at least [`PREALLOCATED`] bytes long, written with zeros past its records:
+//! an append then overwrites blocks the file already has, and its `fdatasync` writes the data
+//! alone. Appending past the end of the file also changes its size and allocates blocks, which
+//! costs `fdatasync` a journal commit besides (ext4): 18 % more publishes per second on the
+//! benchmark machine (bench/RESULTS.md, session 8). So emptying the log does not shorten the
+//! file: it zeroes the first record's header, and the records of before stay behind it.
+//! Reading never reaches them: after new records, the first old one fails the position check
+//! (its positions are older), and a record cut in the middle ends the log as before. Opening
+//! zeroes whatever follows the last record read, and a clean close shortens the file to nothing.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -28,6 +38,10 @@ use crate::update::Position;
 /// checkpoint runs on its own thread, but a smaller file still means a shorter durable commit
 /// and less to replay after a crash (bench/RESULTS.md, session 7).
 pub(super) const CHECKPOINT_BYTES: u64 = 2 << 20;
+
+/// Size the file is kept at, zero-filled past its records (see the module documentation): room
+/// for a full log and the appends made while the previous checkpoint still runs.
+pub(super) const PREALLOCATED: u64 = 2 * CHECKPOINT_BYTES;
 
 /// One batch read back from the log.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,13 +58,16 @@ pub(super) struct Wal {
     file: File,
     /// Where the next record goes: the end of the last complete one.
     end: u64,
+    /// The file's size (at least `end`; [`PREALLOCATED`] most of the time).
+    size: u64,
     /// Set when a failed append could not be taken back: nothing more may be appended.
     broken: bool,
 }
 
 impl Wal {
     /// Opens (creating) the log at `path` and reads the records it holds, up to the first damaged
-    /// one; the next append overwrites from there.
+    /// or out-of-sequence one. What follows them is zeroed (the next append overwrites from
+    /// there), and the file is brought to its preallocated size.
     pub(super) fn open(path: &Path) -> io::Result<(Self, Vec<Record>)> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -66,14 +83,23 @@ impl Wal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (records, end) = parse(&bytes);
-        if end < bytes.len() {
-            // Drop the torn tail now, so that no part of it can follow a later record.
-            file.set_len(end as u64)?;
+        let end = end as u64;
+        let size = end.max(PREALLOCATED);
+        // Drop a torn tail and older records now, so that no part of them can follow a later
+        // record, and give the file its preallocated blocks.
+        let tail = bytes.get(usize::try_from(end).unwrap_or(usize::MAX)..);
+        let clean = tail.is_some_and(|t| t.iter().all(|&b| b == 0));
+        if !clean || bytes.len() as u64 != size {
+            if bytes.len() as u64 > size {
+                file.set_len(size)?;
+            }
+            write_zeros(&file, end, size)?;
             file.sync_all()?;
         }
         let wal = Self {
             file,
-            end: end as u64,
+            end,
+            size,
             broken: false,
         };
         Ok((wal, records))
@@ -110,6 +136,7 @@ impl Wal {
         match written {
             Ok(()) => {
                 self.end += record.len() as u64;
+                self.size = self.size.max(self.end);
                 Ok(())
             }
             Err(e) => {
@@ -124,7 +151,11 @@ impl Wal {
     pub(super) fn cut_back(&mut self, end: u64) {
         let cut = self.file.set_len(end).and_then(|()| self.file.sync_all());
         match cut {
-            Ok(()) => self.end = end,
+            Ok(()) => {
+                // The next clear gives the file its preallocated size back.
+                self.end = end;
+                self.size = end;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot cut back the write-ahead log; refusing further appends");
                 self.broken = true;
@@ -132,13 +163,58 @@ impl Wal {
         }
     }
 
-    /// Empties the log, once redb holds all of it durably.
+    /// Empties the log, once redb holds all of it durably: zeroes the first record's header, so
+    /// that the file reads as empty, and keeps its blocks for the next appends.
     pub(super) fn clear(&mut self) -> io::Result<()> {
+        if self.end == 0 && self.size == PREALLOCATED {
+            return Ok(());
+        }
+        let mut resized = false;
+        if self.size > 2 * PREALLOCATED {
+            // A batch far larger than usual grew it: give the room back.
+            self.file.set_len(PREALLOCATED)?;
+            self.size = PREALLOCATED;
+            resized = true;
+        }
+        write_zeros(&self.file, 0, HEADER.min(self.end))?;
+        if self.size < PREALLOCATED {
+            write_zeros(&self.file, self.size, PREALLOCATED)?;
+            resized = true;
+        }
+        if resized {
+            self.file.sync_all()?;
+        } else {
+            self.file.sync_data()?;
+        }
+        self.end = 0;
+        self.size = PREALLOCATED;
+        Ok(())
+    }
+
+    /// Empties the log and gives the file's blocks back (the store is closing; the next open
+    /// preallocates again).
+    pub(super) fn release(&mut self) -> io::Result<()> {
         self.file.set_len(0)?;
         self.file.sync_all()?;
         self.end = 0;
+        self.size = 0;
         Ok(())
     }
+}
+
+/// Bytes of a record's length and checksum.
+const HEADER: u64 = 8;
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 fn encode<'a>(
@@ -164,9 +240,15 @@ fn encode<'a>(
 
 /// The complete records of `bytes` and where they end.
 fn parse(bytes: &[u8]) -> (Vec<Record>, usize) {
-    let mut records = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
     let mut at = 0;
     while let Some((record, len)) = parse_record(&bytes[at..]) {
+        if let Some(previous) = records.last() {
+            let next = previous.first.checked_add(previous.values.len() as u64);
+            if next != Some(record.first) {
+                break; // left from before the log was last emptied
+            }
+        }
         records.push(record);
         at += len;
     }
@@ -290,8 +372,11 @@ mod tests {
         append(&mut wal, 1, &values(2));
         let first_end = wal.len();
         append(&mut wal, 3, &values(4));
+        let second_end = wal.len() as usize;
         drop(wal);
-        let full = std::fs::read(&path).unwrap();
+        let mut full = std::fs::read(&path).unwrap();
+        assert!(full[second_end..].iter().all(|&b| b == 0), "zeros follow");
+        full.truncate(second_end);
         // Every cut inside the second record, and every flipped byte in it, leaves the first.
         for len in first_end as usize..full.len() {
             let (records, end) = parse(&full[..len]);
@@ -315,6 +400,77 @@ mod tests {
     }
 
     #[test]
+    fn the_file_keeps_its_size_and_emptying_hides_the_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.wal");
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        assert_eq!(size(), PREALLOCATED);
+        // Records of one size, so that a new record ends exactly where an old one begins.
+        let one = vec![vec![7u8; 40]];
+        append(&mut wal, 1, &one);
+        append(&mut wal, 2, &one);
+        append(&mut wal, 3, &one);
+        assert_eq!(
+            size(),
+            PREALLOCATED,
+            "appends overwrite, they do not grow the file"
+        );
+        wal.clear().unwrap();
+        assert_eq!(size(), PREALLOCATED);
+        drop(wal);
+        let (mut wal, records) = Wal::open(&path).unwrap();
+        assert!(records.is_empty(), "an emptied log reads as empty");
+        append(&mut wal, 4, &one);
+        // Write the old records back behind the new one, as they were before opening zeroed
+        // them: only the new record is read.
+        let mut old = Vec::new();
+        let (mut scratch, _) = Wal::open(&dir.path().join("scratch")).unwrap();
+        append(&mut scratch, 1, &one);
+        append(&mut scratch, 2, &one);
+        let record_len = usize::try_from(wal.len()).unwrap();
+        old.extend_from_slice(
+            &std::fs::read(dir.path().join("scratch")).unwrap()[record_len..2 * record_len],
+        );
+        wal.file.write_all_at(&old, wal.len()).unwrap();
+        drop(wal);
+        let (wal, records) = Wal::open(&path).unwrap();
+        assert_eq!(
+            records,
+            [Record {
+                first: 4,
+                values: one.clone()
+            }]
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let end = usize::try_from(wal.len()).unwrap();
+        assert!(
+            bytes[end..].iter().all(|&b| b == 0),
+            "opening zeroed the rest"
+        );
+        assert_eq!(bytes.len() as u64, PREALLOCATED);
+        drop(wal);
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.release().unwrap();
+        assert_eq!(size(), 0, "released");
+    }
+
+    #[test]
+    fn a_large_batch_grows_the_file_and_emptying_shrinks_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.wal");
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        let big = vec![vec![1u8; usize::try_from(3 * PREALLOCATED).unwrap()]];
+        append(&mut wal, 1, &big);
+        assert!(size() > 2 * PREALLOCATED);
+        wal.clear().unwrap();
+        assert_eq!(size(), PREALLOCATED);
+        drop(wal);
+        assert!(Wal::open(&path).unwrap().1.is_empty());
+    }
+
+    #[test]
     fn cut_back_takes_an_append_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.wal");
@@ -325,6 +481,15 @@ mod tests {
         wal.cut_back(end);
         assert_eq!(wal.len(), end);
         drop(wal);
-        assert_eq!(Wal::open(&path).unwrap().1.len(), 1);
+        let (mut wal, records) = Wal::open(&path).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOCATED);
+        wal.cut_back(0);
+        wal.clear().unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            PREALLOCATED,
+            "emptying gives a cut-back file its size back"
+        );
     }
 }
