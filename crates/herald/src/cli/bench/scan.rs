@@ -61,15 +61,21 @@ impl EventScanner {
         // The data of an event with one `data` line met in `input` itself, as a range of it: it
         // is handed out from there, not copied (the common case, and most of the bytes).
         let mut borrowed: Option<(usize, usize)> = None;
+        // Input with no CR and no NUL (what servers send): lines end at LF alone, and no id
+        // needs checking for NUL. One search of the whole input costs less than looking for two
+        // bytes in every line and checking every id.
+        let plain = memchr::memchr2(b'\r', 0, &input[pos..]).is_none();
         loop {
             // An event's blank line most often comes right after its last line.
             let found = if input.get(pos) == Some(&b'\n') {
-                0
+                Some(0)
+            } else if plain {
+                memchr::memchr(b'\n', &input[pos..])
             } else {
-                match memchr::memchr2(b'\r', b'\n', &input[pos..]) {
-                    Some(found) => found,
-                    None => break,
-                }
+                memchr::memchr2(b'\r', b'\n', &input[pos..])
+            };
+            let Some(found) = found else {
+                break;
             };
             let end = pos + found;
             let mut next = end + 1;
@@ -81,7 +87,7 @@ impl EventScanner {
                 }
             }
             if self.line.is_empty() {
-                self.line_done(input, pos, end, Some(&mut borrowed), &mut on);
+                self.line_done(input, pos, end, Some(&mut borrowed), plain, &mut on);
             } else {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&input[pos..end]);
@@ -89,7 +95,7 @@ impl EventScanner {
                     return Err(LineTooLong);
                 }
                 self.spill(input, &mut borrowed);
-                self.line_done(&line, 0, line.len(), None, &mut on);
+                self.line_done(&line, 0, line.len(), None, false, &mut on);
                 line.clear();
                 self.line = line;
             }
@@ -113,13 +119,14 @@ impl EventScanner {
     }
 
     /// Handles the line `source[from..to]`. `borrowed` is given only while `source` is the input
-    /// being fed (then a lone data line may stay in it).
+    /// being fed (then a lone data line may stay in it). `no_nul`: `source` has no NUL byte.
     fn line_done(
         &mut self,
         source: &[u8],
         mut from: usize,
         to: usize,
         borrowed: Option<&mut Option<(usize, usize)>>,
+        no_nul: bool,
         on: &mut impl FnMut(&[u8]),
     ) {
         if !self.started {
@@ -172,7 +179,7 @@ impl EventScanner {
                 self.data.extend_from_slice(value);
                 self.data.push(b'\n');
             }
-            b"id" if memchr::memchr(0, value).is_none() => {
+            b"id" if no_nul || memchr::memchr(0, value).is_none() => {
                 if self.id_committed {
                     std::mem::swap(&mut self.id_buffer, &mut self.last_id);
                     self.id_committed = false;
@@ -244,7 +251,7 @@ mod tests {
 
     #[test]
     fn reads_like_the_reference_decoder_under_any_split() {
-        let streams: [&[u8]; 7] = [
+        let streams: [&[u8]; 9] = [
             b":ok\n\nid: 1\ndata: {\"seq\":1}\n\nid: 2\ndata:a\ndata: b\n\n",
             b"\xEF\xBB\xBFdata: x\r\n\r\ndata:y\r\rid:7\r\r",
             b"event: t\ndata\nretry: 10\nid: a\0b\n\ndata: last no end",
@@ -252,6 +259,9 @@ mod tests {
             b"data: a\r\n\r\ndata: b\n\r\ndata: c\r\r\n",
             b"\n\n\ndata:\ndata:\n\nfield-only\ndata: z\n\n",
             b"id: 1\ndata: a\n\nid: 2\nid: 3\ndata: b\n\nid: 4\n\ndata: c\n\nid: 5\ndata: d",
+            // An id with NUL is ignored, whether or not the rest of the input is plain LF.
+            b"id: 1\ndata: x\n\nid: 2\0\ndata: y\n\nid: 3\ndata: z\n\n",
+            b"id: 1\ndata: x\n\nid: 2\0\ndata: y\r\n\r\ndata: z\n\n",
         ];
         for stream in streams {
             for step in 1..=stream.len() {
